@@ -1,0 +1,167 @@
+"""Thin JSON adapter over the official ``kubernetes`` client.
+
+DRA objects travel as plain dicts (the API server's JSON), never as the client's typed models: the 37.x
+models drop fields they do not know on read, and writing such an object back would erase what a newer API
+server added. The client still does configuration, authentication, TLS and connection pooling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+RESOURCE_API = "/apis/resource.k8s.io/v1"
+
+
+class ApiError(Exception):
+    """An API call that failed; ``status`` is the HTTP code (0 when the server was not reached)."""
+
+    def __init__(self, status: int, message: str, reason: str = ""):
+        super().__init__(f"{status} {reason}: {message}" if reason else f"{status}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+class KubeApi(Protocol):
+    """The calls the node side makes; implemented by RawKubeApi and by in-memory fakes in tests."""
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    def list_resource_slices(self, field_selector: str = "") -> list[dict[str, Any]]: ...
+
+    def create_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def update_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def delete_resource_slice(self, name: str) -> None: ...
+
+    def watch_resource_slices(self, field_selector: str, timeout_seconds: int) -> Iterator[dict[str, Any]]: ...
+
+
+@dataclass
+class RawKubeApi:
+    """KubeApi over an ``kubernetes.client.ApiClient`` (built from a kubeconfig or in-cluster config)."""
+
+    api_client: Any
+    timeout: float = 10.0
+
+    @classmethod
+    def from_config(cls, kubeconfig: str | None = None, qps_timeout: float = 10.0) -> RawKubeApi:
+        from kubernetes import client, config
+
+        if kubeconfig:
+            configuration = client.Configuration()
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            try:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                configuration = client.Configuration()
+                config.load_kube_config(client_configuration=configuration)
+        return cls(client.ApiClient(configuration), qps_timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | list[Any] | None = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method_, url, headers, body_, _ = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api_client.call_api(
+                method_, url, header_params=headers, body=body_, _request_timeout=timeout or self.timeout
+            )
+            response.read()
+        except ApiException as err:
+            raise _api_error(err.status or 0, err.reason or "", err.body) from err
+        except OSError as err:  # connection refused, TLS, DNS
+            raise ApiError(0, str(err), "Unreachable") from err
+        if response.status >= 400:
+            raise _api_error(response.status, response.reason or "", response.data)
+        return json.loads(response.data) if response.data else {}
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.request("GET", f"{RESOURCE_API}/namespaces/{namespace}/resourceclaims/{name}")
+
+    def list_resource_slices(self, field_selector: str = "") -> list[dict[str, Any]]:
+        query = {"fieldSelector": field_selector} if field_selector else None
+        return self.request("GET", f"{RESOURCE_API}/resourceslices", query=query).get("items") or []
+
+    def create_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", f"{RESOURCE_API}/resourceslices", body=body)
+
+    def update_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", f"{RESOURCE_API}/resourceslices/{body['metadata']['name']}", body=body)
+
+    def delete_resource_slice(self, name: str) -> None:
+        try:
+            self.request("DELETE", f"{RESOURCE_API}/resourceslices/{name}")
+        except ApiError as err:
+            if not err.not_found:
+                raise
+
+    def watch_resource_slices(self, field_selector: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
+        """Yield watch events (``{"type": ..., "object": ...}``) until the server closes the stream."""
+        query = [("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        method, url, headers, _, _ = self.api_client.param_serialize(
+            method="GET",
+            resource_path=f"{RESOURCE_API}/resourceslices",
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.rest_client.pool_manager.request(
+            method, url, headers=headers, preload_content=False, timeout=timeout_seconds + 5
+        )
+        try:
+            if response.status >= 400:
+                raise _api_error(response.status, response.reason or "", response.data)
+            buffer = b""
+            for chunk in response.stream(4096):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.release_conn()
+
+
+def _api_error(status: int, reason: str, raw: Any) -> ApiError:
+    message = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+    try:
+        status_obj = json.loads(message)
+        message = status_obj.get("message", message)
+        reason = status_obj.get("reason", reason)
+    except (ValueError, AttributeError):
+        pass
+    return ApiError(status, message, reason)

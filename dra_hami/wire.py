@@ -1,0 +1,69 @@
+"""The wire contract shared by every component: names Kubernetes, the runtime and libvgpu agree on.
+
+Compatible with HAMi's DRA driver on purpose (see DESIGN.md, "Wire contract"). Only the driver name is
+configurable; everything else derives from it.
+"""
+
+from __future__ import annotations
+
+DEFAULT_DRIVER_NAME = "hami-core-gpu.project-hami.io"
+DEVICE_TYPE = "hami-gpu"
+DEVICE_NAME_PREFIX = "hami-gpu-"
+
+# Consumable capacity keys (unqualified: they live in the driver's domain).
+CAPACITY_MEMORY = "memory"
+CAPACITY_CORES = "cores"
+CAPACITY_SHARES = "shares"
+CAPACITY_KEYS = (CAPACITY_MEMORY, CAPACITY_CORES, CAPACITY_SHARES)
+
+MEMORY_STEP = 1 << 20  # 1Mi: memory is requested in whole MiB, like HAMi's nvidia.com/gpumem
+CORES_TOTAL = 100
+DEFAULT_SPLIT_COUNT = 10  # HAMi's deviceSplitCount
+
+# Standard attributes (fully qualified by Kubernetes).
+ATTR_PCIE_ROOT = "resource.kubernetes.io/pcieRoot"
+ATTR_PCI_BUS_ID = "resource.kubernetes.io/pciBusID"
+
+# Opaque claim configuration.
+CONFIG_API_VERSION = "gpu.hami.io/v1alpha1"
+CONFIG_KIND = "VGpuConfig"
+
+# Environment the CDI spec hands to libvgpu (HAMi-core's names, plus our UUID-keyed limits).
+ENV_MEMORY_LIMIT_INDEXED = "CUDA_DEVICE_MEMORY_LIMIT_{index}"  # value "<MiB>m"
+ENV_SM_LIMIT_INDEXED = "CUDA_DEVICE_SM_LIMIT_{index}"  # value "<cores>"
+ENV_SHARED_CACHE = "CUDA_DEVICE_MEMORY_SHARED_CACHE"
+ENV_DEVICE_ORDER = "CUDA_DEVICE_ORDER"
+# One variable per allocated share: "<gpu uuid>,<memory bytes>,<cores>". libvgpu sums the entries of one
+# UUID and prefers these over the indexed variables, so a limit can never follow the wrong device.
+# The suffix is "<first 8 hex digits of the claim UID>_<share index>" so two claims never collide.
+ENV_DEVICE_LIMIT_PREFIX = "VGPU_DEVICE_LIMIT_"
+ENV_CORE_POLICY = "GPU_CORE_UTILIZATION_POLICY"
+ENV_TASK_PRIORITY = "CUDA_TASK_PRIORITY"
+ENV_LOG_LEVEL = "LIBCUDA_LOG_LEVEL"
+ENV_OOM_POLICY = "VGPU_OOM_POLICY"
+
+SHARED_CACHE_FILE = "vgpu.cache"
+CONTAINER_VGPU_DIR = "/usr/local/vgpu"
+CONTAINER_LIBVGPU_PATH = "/usr/local/vgpu/libvgpu.so"
+CONTAINER_PRELOAD_PATH = "/etc/ld.so.preload"
+
+
+def device_name(minor: int) -> str:
+    return f"{DEVICE_NAME_PREFIX}{minor}"
+
+
+def cdi_kind(driver_name: str) -> str:
+    """CDI kind of our per-claim specs: vendor ``k8s.<driver>``, class ``claim``."""
+    return f"k8s.{driver_name}/claim"
+
+
+def cdi_device_name(claim_uid: str, device: str, share_id: str | None) -> str:
+    return f"{claim_uid}-{device}-{share_id}" if share_id else f"{claim_uid}-{device}"
+
+
+def device_class_selector(driver_name: str) -> str:
+    return f"device.driver == '{driver_name}' && device.attributes['{driver_name}'].type == '{DEVICE_TYPE}'"
+
+
+def scheduling_gate(driver_name: str) -> str:
+    return f"{driver_name}/allocation"
