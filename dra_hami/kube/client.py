@@ -46,12 +46,14 @@ class KubeApi(Protocol):
 
     def delete_resource_slice(self, name: str) -> None: ...
 
-    def watch_resource_slices(self, field_selector: str, timeout_seconds: int) -> Iterator[dict[str, Any]]: ...
+    def watch_resource_slices(
+        self, field_selector: str, timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]: ...
 
 
 @dataclass
 class RawKubeApi:
-    """KubeApi over an ``kubernetes.client.ApiClient`` (built from a kubeconfig or in-cluster config)."""
+    """KubeApi over a ``kubernetes.client.ApiClient`` (from a kubeconfig or the in-cluster config)."""
 
     api_client: Any
     timeout: float = 10.0

@@ -1,0 +1,121 @@
+"""The plugin's durable record of prepared claims: versioned, checksummed, replaced atomically.
+
+Each claim records the boot it was prepared in, so that after a reboot (CDI dir wiped, boot id changed)
+a re-prepare rebuilds the spec instead of failing, and the spec content itself, so a rebuild needs no API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from dra_hami.fsutil import atomic_write
+from dra_hami.plugin.cdi_spec import PreparedDevice
+
+KIND = "DraHamiCheckpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """The checkpoint file cannot be used as it is."""
+
+
+class CheckpointTooNew(CheckpointError):
+    pass
+
+
+class ClaimState(StrEnum):
+    STARTED = "PrepareStarted"  # spec may or may not be on disk: redo or undo, never trust
+    COMPLETED = "PrepareCompleted"
+
+
+@dataclass
+class ClaimRecord:
+    uid: str
+    namespace: str
+    name: str
+    state: ClaimState
+    boot_id: str
+    spec: dict[str, Any] | None = None
+    devices: list[PreparedDevice] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "state": self.state.value,
+            "bootID": self.boot_id,
+            "spec": self.spec,
+            "devices": [d.to_json() for d in self.devices],
+        }
+
+    @classmethod
+    def from_json(cls, uid: str, data: dict[str, Any]) -> ClaimRecord:
+        return cls(
+            uid=uid,
+            namespace=data["namespace"],
+            name=data["name"],
+            state=ClaimState(data["state"]),
+            boot_id=data["bootID"],
+            spec=data.get("spec"),
+            devices=[PreparedDevice.from_json(d) for d in data.get("devices") or []],
+        )
+
+
+def _checksum(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+
+    def load(self) -> dict[str, ClaimRecord]:
+        """Records by claim UID; an absent file is an empty checkpoint."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            document = json.loads(raw)
+            version = document["version"]
+            if document.get("kind") != KIND:
+                raise CheckpointError(f"{self.path}: kind is {document.get('kind')!r}, expected {KIND!r}")
+            if not isinstance(version, int):
+                raise CheckpointError(f"{self.path}: version {version!r} is not an integer")
+            if version > VERSION:
+                raise CheckpointTooNew(
+                    f"{self.path}: checkpoint version {version} was written by a newer dra-hami "
+                    f"(this one reads up to {VERSION}); upgrade the plugin or move the file aside"
+                )
+            data = document["data"]
+            if document.get("checksum") != _checksum(data):
+                raise CheckpointError(f"{self.path}: checksum mismatch, the file is corrupt")
+            return {uid: ClaimRecord.from_json(uid, rec) for uid, rec in data["claims"].items()}
+        except CheckpointError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(
+                f"{self.path}: unreadable checkpoint ({err.__class__.__name__}: {err})"
+            ) from err
+
+    def save(self, records: dict[str, ClaimRecord]) -> None:
+        data = {"claims": {uid: rec.to_json() for uid, rec in sorted(records.items())}}
+        document = {"kind": KIND, "version": VERSION, "checksum": _checksum(data), "data": data}
+        atomic_write(self.path, json.dumps(document, indent=1).encode(), mode=0o600)
+
+    def quarantine(self) -> Path:
+        """Move an unusable checkpoint aside (kept for inspection, never deleted) and return its new path."""
+        target = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        self.path.rename(target)
+        return target
+
+
+def read_boot_id(path: Path = Path("/proc/sys/kernel/random/boot_id")) -> str:
+    return path.read_text().strip()

@@ -1,0 +1,342 @@
+"""Prepare and unprepare claims: idempotent, crash-safe, and recoverable after a reboot.
+
+Order of effects for a prepare: checkpoint says PrepareStarted -> claim dir and CDI spec written ->
+checkpoint says PrepareCompleted -> answer. A crash anywhere leaves a state that the next prepare redoes
+and the next unprepare (or the sweep) undoes, so nothing is leaked and nothing half-written is trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dra_hami import wire
+from dra_hami.fsutil import atomic_write
+from dra_hami.kube.client import ApiError, KubeApi
+from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_identity
+from dra_hami.plugin.checkpoint import Checkpoint, CheckpointError, CheckpointTooNew, ClaimRecord, ClaimState
+from dra_hami.plugin.claim import ClaimError, NodeDevice, read_allocation
+
+log = logging.getLogger(__name__)
+
+
+class SpecStore(Protocol):
+    """Where CDI specs live (the runtime's dynamic CDI dir); one spec per claim UID."""
+
+    def write(self, claim_uid: str, spec: dict) -> None: ...
+
+    def remove(self, claim_uid: str) -> None: ...
+
+    def specs(self) -> dict[str, dict]:
+        """Every spec this driver wrote, by claim UID (unreadable ones are skipped and logged)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClaimRef:
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    devices: tuple[PreparedDevice, ...] = ()
+    error: str = ""
+
+
+@dataclass
+class SweepReport:
+    unprepared: list[str]
+    orphan_specs: list[str]
+    orphan_dirs: list[str]
+
+
+class PluginState:
+    def __init__(
+        self,
+        api: KubeApi,
+        pool: str,
+        devices: Callable[[], dict[str, NodeDevice]],
+        settings: CdiSettings,
+        specs: SpecStore,
+        checkpoint: Checkpoint,
+        boot_id: str,
+        require_libvgpu: bool = True,
+        api_workers: int = 16,
+    ):
+        self._api = api
+        self._pool = pool
+        self._devices = devices
+        self._settings = settings
+        self._specs = specs
+        self._checkpoint = checkpoint
+        self._boot_id = boot_id
+        self._require_libvgpu = require_libvgpu
+        self._lock = threading.Lock()  # guards _records and checkpoint writes
+        self._claim_locks: dict[str, threading.Lock] = {}
+        self._pool_executor = ThreadPoolExecutor(api_workers, thread_name_prefix="claim-read")
+        self._blocked = ""  # set when the checkpoint must not be touched (written by a newer version)
+        self._pending_notice = ""  # told once to the kubelet after a corrupt checkpoint was rebuilt
+        self._records = self._load()
+        self._write_preload_file()
+
+    # -- start-up -------------------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, ClaimRecord]:
+        try:
+            return self._checkpoint.load()
+        except CheckpointTooNew as err:
+            self._blocked = str(err)
+            log.error("%s", err)
+            return {}
+        except CheckpointError as err:
+            moved = self._checkpoint.quarantine()
+            records = {}
+            for uid, spec in self._specs.specs().items():
+                namespace, name = claim_identity(spec)
+                # PrepareStarted: a re-prepare rebuilds it from the API, the sweep removes it if gone.
+                records[uid] = ClaimRecord(uid, namespace, name, ClaimState.STARTED, self._boot_id)
+            self._checkpoint.save(records)
+            self._pending_notice = (
+                f"{err}; it was moved to {moved} and the state rebuilt from {len(records)} CDI spec(s): "
+                "the kubelet will retry"
+            )
+            log.error("%s", self._pending_notice)
+            return records
+
+    def _write_preload_file(self) -> None:
+        content = f"{wire.CONTAINER_LIBVGPU_PATH}\n".encode()
+        path = self._settings.preload_path
+        if not path.exists() or path.read_bytes() != content:
+            atomic_write(path, content)
+
+    # -- prepare --------------------------------------------------------------------------------------
+
+    def prepare(self, claims: list[ClaimRef]) -> dict[str, PrepareResult]:
+        if refusal := self._refusal():
+            return {c.uid: PrepareResult(error=refusal) for c in claims}
+        with self._locked(c.uid for c in claims):
+            results: dict[str, PrepareResult] = {}
+            todo: list[ClaimRef] = []
+            for claim in claims:
+                done = self._already_prepared(claim)
+                if done is not None:
+                    results[claim.uid] = done
+                else:
+                    todo.append(claim)
+            planned = self._plan(todo, results)
+            if planned:
+                self._commit(planned, results)
+            return results
+
+    def _already_prepared(self, claim: ClaimRef) -> PrepareResult | None:
+        """Answer a repeated prepare from the checkpoint, rebuilding what a reboot wiped."""
+        record = self._records.get(claim.uid)
+        if record is None or record.state is not ClaimState.COMPLETED or record.spec is None:
+            return None
+        try:
+            if record.boot_id != self._boot_id:
+                # No process of the previous boot is alive: its usage in the shared region is void.
+                self._reset_claim_dir(claim.uid)
+                self._specs.write(claim.uid, record.spec)
+                with self._lock:
+                    record.boot_id = self._boot_id
+                    self._checkpoint.save(self._records)
+            else:
+                self._ensure_claim_dir(claim.uid)
+                self._specs.write(claim.uid, record.spec)  # cheap, and heals a wiped CDI dir
+        except OSError as err:
+            return PrepareResult(error=f"rebuilding the CDI spec of claim {claim.uid}: {err}")
+        return PrepareResult(devices=tuple(record.devices))
+
+    def _plan(self, claims: list[ClaimRef], results: dict[str, PrepareResult]) -> list[ClaimRecord]:
+        """Read and check each claim (API reads in parallel) and build its spec; failures go to results."""
+        devices = self._devices()
+        planned = []
+        outcomes = self._pool_executor.map(lambda c: self._plan_one(c, devices), claims)
+        for claim, outcome in zip(claims, outcomes, strict=True):
+            if isinstance(outcome, str):
+                results[claim.uid] = PrepareResult(error=outcome)
+            else:
+                planned.append(outcome)
+        return planned
+
+    def _plan_one(self, claim: ClaimRef, devices: dict[str, NodeDevice]) -> ClaimRecord | str:
+        try:
+            obj = self._api.get_resource_claim(claim.namespace, claim.name)
+        except ApiError as err:
+            return f"reading ResourceClaim {claim.namespace}/{claim.name}: {err}"
+        try:
+            allocation = read_allocation(obj, claim.uid, self._settings.driver_name, self._pool, devices)
+        except ClaimError as err:
+            return str(err)
+        spec, prepared = build_spec(allocation, devices, self._pool, self._settings)
+        return ClaimRecord(
+            claim.uid, claim.namespace, claim.name, ClaimState.STARTED, self._boot_id, spec, prepared
+        )
+
+    def _commit(self, planned: list[ClaimRecord], results: dict[str, PrepareResult]) -> None:
+        if self._require_libvgpu and not self._settings.libvgpu_path.is_file():
+            error = (
+                f"libvgpu is not installed at {self._settings.libvgpu_path} on this node: the DaemonSet's "
+                "init container copies it there (check --libvgpu-path)"
+            )
+            results.update({r.uid: PrepareResult(error=error) for r in planned})
+            return
+        with self._lock:
+            for record in planned:
+                self._records[record.uid] = record
+            try:
+                self._checkpoint.save(self._records)
+            except OSError as err:
+                for record in planned:
+                    del self._records[record.uid]
+                    results[record.uid] = PrepareResult(error=f"writing the checkpoint: {err}")
+                return
+        written = []
+        for record in planned:
+            try:
+                self._reset_claim_dir(record.uid)
+                self._specs.write(record.uid, record.spec or {})
+            except (OSError, ValueError) as err:
+                self._undo(record.uid)
+                results[record.uid] = PrepareResult(
+                    error=f"writing the CDI spec of claim {record.uid}: {err}"
+                )
+                continue
+            written.append(record)
+        with self._lock:
+            for record in written:
+                record.state = ClaimState.COMPLETED
+            try:
+                self._checkpoint.save(self._records)
+            except OSError as err:
+                # The spec is usable; the record stays PrepareStarted and a retry completes it.
+                for record in written:
+                    record.state = ClaimState.STARTED
+                    results[record.uid] = PrepareResult(error=f"writing the checkpoint: {err}")
+                return
+        for record in written:
+            results[record.uid] = PrepareResult(devices=tuple(record.devices))
+
+    # -- unprepare ------------------------------------------------------------------------------------
+
+    def unprepare(self, claims: list[ClaimRef]) -> dict[str, str]:
+        """Error text per claim UID ('' when done). Unknown claims are cleaned by name and succeed."""
+        if refusal := self._refusal():
+            return {c.uid: refusal for c in claims}
+        with self._locked(c.uid for c in claims):
+            errors = {}
+            for claim in claims:
+                try:
+                    self._undo(claim.uid)
+                    errors[claim.uid] = ""
+                except OSError as err:
+                    errors[claim.uid] = f"removing the CDI spec or claim dir of {claim.uid}: {err}"
+            return errors
+
+    def _undo(self, claim_uid: str) -> None:
+        self._specs.remove(claim_uid)
+        shutil.rmtree(self._settings.claim_dir(claim_uid), ignore_errors=True)
+        with self._lock:
+            if self._records.pop(claim_uid, None) is not None:
+                self._checkpoint.save(self._records)
+
+    # -- periodic sweep -------------------------------------------------------------------------------
+
+    def sweep(self) -> SweepReport:
+        """Unprepare claims that no longer exist, and remove specs and dirs nobody recorded."""
+        report = SweepReport([], [], [])
+        if self._blocked:
+            return report
+        with self._lock:
+            records = list(self._records.values())
+        for record in records:
+            try:
+                if not record.namespace or self._claim_exists(record):
+                    continue  # a claim of unknown identity is kept: only the kubelet may unprepare it
+            except ApiError as err:
+                log.warning("sweep: cannot check claim %s/%s: %s", record.namespace, record.name, err)
+                continue
+            with self._locked([record.uid]):
+                if record.uid in self._records:
+                    self._undo(record.uid)
+                    report.unprepared.append(record.uid)
+        with self._lock:
+            known = set(self._records)
+        for uid in set(self._specs.specs()) - known:
+            with self._locked([uid]):
+                if uid not in self._records:
+                    self._specs.remove(uid)
+                    report.orphan_specs.append(uid)
+        claims_root = self._settings.vgpu_dir / "claims"
+        for path in claims_root.iterdir() if claims_root.is_dir() else ():
+            with self._locked([path.name]):
+                if path.name not in self._records:
+                    shutil.rmtree(path, ignore_errors=True)
+                    report.orphan_dirs.append(path.name)
+        if report.unprepared or report.orphan_specs or report.orphan_dirs:
+            log.info("sweep: %s", report)
+        return report
+
+    def _claim_exists(self, record: ClaimRecord) -> bool:
+        try:
+            obj = self._api.get_resource_claim(record.namespace, record.name)
+        except ApiError as err:
+            if err.not_found:
+                return False
+            raise
+        return (obj.get("metadata") or {}).get("uid") == record.uid
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _refusal(self) -> str:
+        if self._blocked:
+            return self._blocked
+        notice, self._pending_notice = self._pending_notice, ""
+        return notice
+
+    def _locked(self, uids: Iterable[str]) -> _ClaimLocks:
+        with self._lock:
+            locks = [self._claim_locks.setdefault(uid, threading.Lock()) for uid in sorted(set(uids))]
+        return _ClaimLocks(locks)
+
+    def _ensure_claim_dir(self, claim_uid: str) -> None:
+        path = self._settings.claim_dir(claim_uid)
+        if not path.is_dir():
+            self._reset_claim_dir(claim_uid)
+
+    def _reset_claim_dir(self, claim_uid: str) -> None:
+        path: Path = self._settings.claim_dir(claim_uid)
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        path.chmod(0o777)  # containers of any UID sharing the claim must open the region read-write
+
+    def records(self) -> dict[str, ClaimRecord]:
+        with self._lock:
+            return dict(self._records)
+
+    def close(self) -> None:
+        self._pool_executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _ClaimLocks:
+    """Acquire per-claim locks in sorted order (no deadlock between overlapping batches)."""
+
+    def __init__(self, locks: list[threading.Lock]):
+        self._locks = locks
+
+    def __enter__(self) -> None:
+        for lock in self._locks:
+            lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
