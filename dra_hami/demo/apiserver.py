@@ -21,9 +21,7 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
-_PATH = re.compile(
-    r"^/apis/resource\.k8s\.io/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?$"
-)
+_PATH = re.compile(r"^/apis/resource\.k8s\.io/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?$")
 _KINDS = {
     "resourceclaims": "ResourceClaim",
     "resourceslices": "ResourceSlice",
@@ -142,9 +140,7 @@ class FakeApiServer:
                     meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
                 key = (resource, namespace, meta.get("name", ""))
                 if key in self._objects:
-                    return _status(
-                        HTTPStatus.CONFLICT, f'{resource} "{key[2]}" already exists', "AlreadyExists"
-                    )
+                    return _status(HTTPStatus.CONFLICT, f'{resource} "{key[2]}" already exists', "AlreadyExists")
                 meta["uid"] = str(uuid.uuid4())
                 self._store(key, body, "ADDED")
                 return HTTPStatus.CREATED, body

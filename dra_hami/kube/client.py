@@ -46,9 +46,7 @@ class KubeApi(Protocol):
 
     def delete_resource_slice(self, name: str) -> None: ...
 
-    def watch_resource_slices(
-        self, field_selector: str, timeout_seconds: int
-    ) -> Iterator[dict[str, Any]]: ...
+    def watch_resource_slices(self, field_selector: str, timeout_seconds: int) -> Iterator[dict[str, Any]]: ...
 
 
 @dataclass

@@ -94,9 +94,7 @@ def build_spec(
             edits["deviceNodes"] = [{"path": f"/dev/nvidia{gpu.minor}"}]
         elif settings.injection == "nvidia-cdi":
             ids.append(
-                settings.nvidia_cdi_template.format(
-                    uuid=gpu.uuid, index=index_of[share.device], minor=gpu.minor
-                )
+                settings.nvidia_cdi_template.format(uuid=gpu.uuid, index=index_of[share.device], minor=gpu.minor)
             )
         spec_devices.append({"name": name, "containerEdits": edits})
         prepared.append(PreparedDevice((share.request,), pool, share.device, tuple(ids), share.share_id))

@@ -101,9 +101,7 @@ class Checkpoint:
         except CheckpointError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise CheckpointError(
-                f"{self.path}: unreadable checkpoint ({err.__class__.__name__}: {err})"
-            ) from err
+            raise CheckpointError(f"{self.path}: unreadable checkpoint ({err.__class__.__name__}: {err})") from err
 
     def save(self, records: dict[str, ClaimRecord]) -> None:
         data = {"claims": {uid: rec.to_json() for uid, rec in sorted(records.items())}}

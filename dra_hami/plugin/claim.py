@@ -77,16 +77,12 @@ def read_allocation(
     if not shares:
         raise ClaimError(f"{ref}: no allocation result of driver {driver}")
     configs = _effective_configs(allocation, driver, {s.request for s in shares}, ref)
-    return ClaimAllocation(
-        expected_uid, meta.get("namespace", ""), meta.get("name", ""), tuple(shares), configs
-    )
+    return ClaimAllocation(expected_uid, meta.get("namespace", ""), meta.get("name", ""), tuple(shares), configs)
 
 
 def _read_share(result: dict[str, Any], where: str, pool: str, devices: dict[str, NodeDevice]) -> Share:
     if result.get("pool") != pool:
-        raise ClaimError(
-            f"{where}.pool: allocated from pool {result.get('pool')!r}, this node serves {pool!r}"
-        )
+        raise ClaimError(f"{where}.pool: allocated from pool {result.get('pool')!r}, this node serves {pool!r}")
     name = result.get("device", "")
     device = devices.get(name)
     if device is None:
@@ -119,18 +115,14 @@ def _read_share(result: dict[str, Any], where: str, pool: str, devices: dict[str
         raise ClaimError(f"{where}.consumedCapacity: has no {wire.CAPACITY_MEMORY!r} entry")
     memory = amounts[wire.CAPACITY_MEMORY]
     if memory == 0 or memory > device.memory:
-        raise ClaimError(
-            f"{where}.consumedCapacity[memory]: {memory} bytes is outside 1..{device.memory} of {name}"
-        )
+        raise ClaimError(f"{where}.consumedCapacity[memory]: {memory} bytes is outside 1..{device.memory} of {name}")
     cores = amounts.get(wire.CAPACITY_CORES, 0)
     if cores > wire.CORES_TOTAL:
         raise ClaimError(f"{where}.consumedCapacity[cores]: {cores} is above {wire.CORES_TOTAL}")
     return Share(request, name, share_id, memory, cores)
 
 
-def _effective_configs(
-    allocation: dict[str, Any], driver: str, requests: set[str], ref: str
-) -> dict[str, VGpuConfig]:
+def _effective_configs(allocation: dict[str, Any], driver: str, requests: set[str], ref: str) -> dict[str, VGpuConfig]:
     """Merge opaque configs per request in API order (class configs first, then the claim's)."""
     effective: dict[str, VGpuConfig] = {}
     for i, entry in enumerate((allocation.get("devices") or {}).get("config") or []):

@@ -178,9 +178,7 @@ class PluginState:
         except ClaimError as err:
             return str(err)
         spec, prepared = build_spec(allocation, devices, self._pool, self._settings)
-        return ClaimRecord(
-            claim.uid, claim.namespace, claim.name, ClaimState.STARTED, self._boot_id, spec, prepared
-        )
+        return ClaimRecord(claim.uid, claim.namespace, claim.name, ClaimState.STARTED, self._boot_id, spec, prepared)
 
     def _commit(self, planned: list[ClaimRecord], results: dict[str, PrepareResult]) -> None:
         if self._require_libvgpu and not self._settings.libvgpu_path.is_file():
@@ -207,9 +205,7 @@ class PluginState:
                 self._specs.write(record.uid, record.spec or {})
             except (OSError, ValueError) as err:
                 self._undo(record.uid)
-                results[record.uid] = PrepareResult(
-                    error=f"writing the CDI spec of claim {record.uid}: {err}"
-                )
+                results[record.uid] = PrepareResult(error=f"writing the CDI spec of claim {record.uid}: {err}")
                 continue
             written.append(record)
         with self._lock:

@@ -15,8 +15,8 @@ PROTOS = ("dra_v1.proto", "dra_v1beta1.proto", "pluginregistration.proto", "dra_
 
 def generate(source_root: Path, out_root: Path) -> list[Path]:
     """Generate stubs for PROTOS found under ``source_root`` into the same relative place in ``out_root``."""
-    from grpc_tools import protoc  # build-time dependency only
     import grpc_tools
+    from grpc_tools import protoc  # build-time dependency only
 
     rel = PROTO_DIR.relative_to(PROTO_DIR.parents[2])
     well_known = Path(grpc_tools.__file__).parent / "_proto"
