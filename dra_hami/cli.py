@@ -1,6 +1,198 @@
+"""The single ``dra-hami`` command: one subcommand per long-running component and per tool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
 import click
 
+from dra_hami import wire
+from dra_hami.quantity import QuantityError, to_int
 
-@click.group()
-def main():
-    """dra-hami"""
+_DEFAULT_PLUGINS_ROOT = Path("/var/lib/kubelet/plugins")
+
+
+class _Quantity(click.ParamType):
+    name = "quantity"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return to_int(value, f"--{param.name.replace('_', '-')}" if param else "value")
+        except QuantityError as err:
+            self.fail(f"{err} (use bytes or a Kubernetes quantity such as 512Mi or 1Gi)", param, ctx)
+
+
+def _logging_options(func):
+    func = click.option(
+        "--log-format", type=click.Choice(["text", "json"]), default="text", envvar="LOG_FORMAT", show_default=True
+    )(func)
+    return click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        default="info",
+        envvar="LOG_LEVEL",
+        show_default=True,
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="dra-hami")
+def main() -> None:
+    """dra-hami: share NVIDIA GPUs between pods with hard memory slices and compute caps, natively on DRA."""
+
+
+@main.command("kubelet-plugin")
+@click.option(
+    "--driver-name",
+    default=wire.DEFAULT_DRIVER_NAME,
+    envvar="DRIVER_NAME",
+    show_default=True,
+    help="DRA driver name; also the DeviceClass name and the CDI vendor k8s.<driver>.",
+)
+@click.option("--node-name", required=True, envvar="NODE_NAME", help="This node's name (the pool name).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    envvar="KUBECONFIG",
+    help="Kubeconfig file; in-cluster configuration when omitted.",
+)
+@click.option(
+    "--fake-profile",
+    envvar="FAKE_PROFILE",
+    help="Use fake GPUs instead of NVML: a built-in profile name (t4x2, h100x8, ...) or a YAML file.",
+)
+@click.option(
+    "--plugin-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PLUGIN_DIR",
+    help="Directory of the DRA socket and the checkpoint. [default: /var/lib/kubelet/plugins/<driver>]",
+)
+@click.option(
+    "--registry-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/var/lib/kubelet/plugins_registry"),
+    envvar="REGISTRY_DIR",
+    show_default=True,
+    help="The kubelet's plugin registration directory (the <driver>-reg.sock socket goes there).",
+)
+@click.option(
+    "--cdi-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/var/run/cdi"),
+    envvar="CDI_DIR",
+    show_default=True,
+    help="The container runtime's dynamic CDI spec directory.",
+)
+@click.option(
+    "--vgpu-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/usr/local/vgpu"),
+    envvar="VGPU_DIR",
+    show_default=True,
+    help="Host directory for ld.so.preload and the per-claim shared-region directories (claims/<uid>).",
+)
+@click.option(
+    "--libvgpu-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="LIBVGPU_PATH",
+    help="Host path of libvgpu.so, mounted into every container. [default: <vgpu-dir>/libvgpu.so]",
+)
+@click.option(
+    "--require-libvgpu/--no-require-libvgpu",
+    default=True,
+    show_default=True,
+    help="Fail a prepare (with a clear error) when libvgpu.so is missing on the host.",
+)
+@click.option(
+    "--device-injection",
+    type=click.Choice(["nvidia-cdi", "device-nodes", "none"]),
+    default="nvidia-cdi",
+    envvar="DEVICE_INJECTION",
+    show_default=True,
+    help="How GPUs reach the container: the NVIDIA Container Toolkit's CDI ids, plain /dev/nvidia* nodes, "
+    "or nothing (fake GPUs).",
+)
+@click.option(
+    "--nvidia-cdi-template",
+    default="nvidia.com/gpu={uuid}",
+    envvar="NVIDIA_CDI_TEMPLATE",
+    show_default=True,
+    help="CDI id of a whole GPU in the toolkit's spec; {uuid}, {index} or {minor}.",
+)
+@click.option(
+    "--split-count",
+    type=click.IntRange(1, 1000),
+    default=wire.DEFAULT_SPLIT_COUNT,
+    envvar="SPLIT_COUNT",
+    show_default=True,
+    help="Most claims one GPU may hold (the 'shares' capacity; HAMi's deviceSplitCount).",
+)
+@click.option(
+    "--reserved-memory",
+    type=_Quantity(),
+    default="0",
+    envvar="RESERVED_MEMORY",
+    show_default=True,
+    help="GPU memory per device kept out of the published capacity (e.g. 512Mi).",
+)
+@click.option(
+    "--memory-scaling",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    envvar="MEMORY_SCALING",
+    show_default=True,
+    help="Multiply published memory (HAMi's deviceMemoryScaling; above 1 oversubscribes).",
+)
+@click.option(
+    "--publish-interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between ResourceSlice reconciliations (deletions are repaired at once via a watch).",
+)
+@click.option(
+    "--sweep-interval",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds between sweeps that unprepare claims deleted while the kubelet was not looking.",
+)
+@click.option(
+    "--boot-id-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/proc/sys/kernel/random/boot_id"),
+    show_default=True,
+    help="Source of the node boot id recorded in the checkpoint (reboot detection).",
+)
+@_logging_options
+def kubelet_plugin(**kwargs) -> None:
+    """Run the node side: publish this node's GPUs as ResourceSlices and prepare claims for the kubelet."""
+    from dra_hami import logs
+    from dra_hami.plugin.main import PluginOptions, run
+
+    logs.setup(kwargs.pop("log_level"), kwargs.pop("log_format"))
+    driver = kwargs["driver_name"]
+    kwargs["plugin_dir"] = kwargs["plugin_dir"] or _DEFAULT_PLUGINS_ROOT / driver
+    kwargs["libvgpu_path"] = kwargs["libvgpu_path"] or kwargs["vgpu_dir"] / "libvgpu.so"
+    run(PluginOptions(**kwargs))
+
+
+@main.command()
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write resourceslices.yaml, claims.yaml and cdi/*.json into this directory.",
+)
+@click.option("--profile", default="t4x2", show_default=True, help="Fake GPU profile of the demo node.")
+@click.option(
+    "--examples",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Directory of example manifests. [default: the repository's examples/]",
+)
+def demo(output: Path | None, profile: str, examples: Path | None) -> None:
+    """Show the whole node path on fake GPUs: slices, allocation, kubelet prepare over gRPC, CDI specs."""
+    from dra_hami.demo.run import run_demo
+
+    run_demo(output=output, profile=profile, examples=examples)

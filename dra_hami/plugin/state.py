@@ -204,7 +204,10 @@ class PluginState:
                 self._reset_claim_dir(record.uid)
                 self._specs.write(record.uid, record.spec or {})
             except (OSError, ValueError) as err:
-                self._undo(record.uid)
+                try:
+                    self._undo(record.uid)
+                except OSError as cleanup:
+                    log.error("cleaning up the failed prepare of %s: %s", record.uid, cleanup)
                 results[record.uid] = PrepareResult(error=f"writing the CDI spec of claim {record.uid}: {err}")
                 continue
             written.append(record)

@@ -1,0 +1,3 @@
+from dra_hami.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""Wiring of the kubelet plugin process: discovery, slice publisher, prepare state, gRPC, sweeps."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from dra_hami import cdi_store
+from dra_hami.discovery import load_discovery
+from dra_hami.kube.client import RawKubeApi
+from dra_hami.plugin.cdi_spec import CdiSettings, Injection
+from dra_hami.plugin.checkpoint import Checkpoint, read_boot_id
+from dra_hami.plugin.inventory import node_devices
+from dra_hami.plugin.server import PluginServer
+from dra_hami.plugin.state import PluginState
+from dra_hami.publisher.config import PublisherConfig
+from dra_hami.publisher.publisher import SlicePublisher
+from dra_hami.publisher.slices import build_pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PluginOptions:
+    driver_name: str
+    node_name: str
+    kubeconfig: str | None
+    fake_profile: str | None
+    plugin_dir: Path
+    registry_dir: Path
+    cdi_dir: Path
+    vgpu_dir: Path
+    libvgpu_path: Path
+    device_injection: Injection
+    nvidia_cdi_template: str
+    split_count: int
+    reserved_memory: int
+    memory_scaling: float
+    publish_interval: float
+    sweep_interval: float
+    boot_id_file: Path
+    require_libvgpu: bool
+
+    @property
+    def dra_socket(self) -> Path:
+        return self.plugin_dir / "dra.sock"
+
+    @property
+    def registration_socket(self) -> Path:
+        return self.registry_dir / f"{self.driver_name}-reg.sock"
+
+
+def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
+    stop = stop or threading.Event()
+    api = RawKubeApi.from_config(options.kubeconfig)
+    discovery = load_discovery(options.fake_profile)
+    publisher_config = PublisherConfig(
+        driver_name=options.driver_name,
+        node_name=options.node_name,
+        split_count=options.split_count,
+        reserved_memory=options.reserved_memory,
+        memory_scaling=options.memory_scaling,
+    )
+    publisher = SlicePublisher(api, discovery, publisher_config)
+
+    def devices():
+        return node_devices(build_pool(discovery.discover(), publisher_config, generation=0))
+
+    settings = CdiSettings(
+        driver_name=options.driver_name,
+        vgpu_dir=options.vgpu_dir,
+        libvgpu_path=options.libvgpu_path,
+        injection=options.device_injection,
+        nvidia_cdi_template=options.nvidia_cdi_template,
+    )
+    state = PluginState(
+        api=api,
+        pool=options.node_name,
+        devices=devices,
+        settings=settings,
+        specs=cdi_store.ClaimSpecStore(options.cdi_dir, options.driver_name),
+        checkpoint=Checkpoint(options.plugin_dir / "checkpoint.json"),
+        boot_id=read_boot_id(options.boot_id_file),
+        require_libvgpu=options.require_libvgpu,
+    )
+    server = PluginServer(state, options.driver_name, options.dra_socket, options.registration_socket)
+    server.start()
+
+    def on_signal(signum, _frame):
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    threads = [
+        threading.Thread(target=publisher.run, args=(stop, options.publish_interval), name="publisher", daemon=True),
+        threading.Thread(target=_sweep_loop, args=(state, stop, options.sweep_interval), name="sweep", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    server.stop()
+    state.close()
+
+
+def _sweep_loop(state: PluginState, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        try:
+            state.sweep()
+        except Exception:  # the sweep is housekeeping: log and try again next round
+            log.exception("sweep failed")
