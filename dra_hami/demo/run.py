@@ -1,0 +1,112 @@
+"""`dra-hami demo`: the node path end to end on fake GPUs, with no cluster and no GPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from dra_hami import wire
+from dra_hami.demo import manifests as manifest_io
+from dra_hami.demo.allocation import allocate_examples
+from dra_hami.demo.apiserver import FakeApiServer
+from dra_hami.demo.kubelet import PluginProcess
+from dra_hami.discovery import load_discovery
+from dra_hami.publisher.config import PublisherConfig
+from dra_hami.publisher.slices import build_pool, device_class
+
+NODE = "demo-node"
+REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REPO_LIBVGPU = Path(__file__).resolve().parents[2] / "libvgpu" / "build" / "libvgpu.so"
+
+
+def run_demo(output: Path | None, profile: str, examples: Path | None, policy: str = "first-fit") -> None:
+    examples = examples or REPO_EXAMPLES
+    if not examples.is_dir():
+        raise click.ClickException(f"no examples directory at {examples}; pass --examples DIR")
+    gpus = load_discovery(profile).discover()
+    config = PublisherConfig(node_name=NODE)
+    slices = build_pool(gpus, config, generation=1)
+    manifests = manifest_io.load(examples)
+    classes = manifests.device_classes or [device_class(config.driver_name)]
+
+    _title(f"Node {NODE}: fake GPU profile {profile!r}, {len(gpus)} GPU(s)")
+    for gpu in gpus:
+        click.echo(f"  {wire.device_name(gpu.minor)}  {gpu.name}  {gpu.memory_bytes >> 20} MiB  {gpu.uuid}")
+    _title("The ResourceSlice this node publishes")
+    click.echo(yaml.safe_dump_all(slices, sort_keys=False).rstrip())
+
+    _title(f"Allocating the pods of {examples} ({policy}, consumable capacity as the scheduler computes it)")
+    allocated = allocate_examples(manifests, slices, classes, NODE, policy)
+    for line in allocated.report:
+        click.echo(f"  {line}")
+
+    with tempfile.TemporaryDirectory(prefix="dra-hami-demo-") as tmp:
+        root = Path(tmp)
+        api = FakeApiServer().start()
+        try:
+            for claim in allocated.claims:
+                api.put("resourceclaims", claim)
+            libvgpu = REPO_LIBVGPU if REPO_LIBVGPU.is_file() else None
+            plugin = PluginProcess(root, api, node_name=NODE, profile=profile, libvgpu=libvgpu).start()
+            try:
+                _show_node(plugin, allocated.claims, libvgpu)
+                if output:
+                    _write_output(output, slices, allocated.claims, plugin.cdi_dir)
+            finally:
+                plugin.stop()
+        finally:
+            api.stop()
+
+
+def _show_node(plugin: PluginProcess, claims: list[dict[str, Any]], libvgpu: Path | None) -> None:
+    _title(f"kubelet plugin process {plugin.proc.pid if plugin.proc else '?'}: registration")
+    info = plugin.get_info()
+    click.echo(f"  GetInfo -> type={info.type} name={info.name}")
+    click.echo(f"             endpoint={info.endpoint}")
+    click.echo(f"             supported_versions={list(info.supported_versions)}")
+    plugin.notify_registered(True)
+    if libvgpu is None:
+        click.echo("  (libvgpu is not built here: `make -C libvgpu` builds it; specs name its host path anyway)")
+
+    _title("NodePrepareResources (v1) for every allocated claim, over gRPC")
+    prepared = [c for c in claims if (c.get("status") or {}).get("allocation")]
+    response = plugin.prepare(prepared)
+    for claim in prepared:
+        meta = claim["metadata"]
+        entry = response.claims[meta["uid"]]
+        click.echo(f"  claim {meta['namespace']}/{meta['name']} ({meta['uid']})")
+        if entry.error:
+            click.echo(f"    error: {entry.error}")
+            continue
+        for device in entry.devices:
+            click.echo(f"    device {device.pool_name}/{device.device_name} share {device.share_id or '-'}")
+            for cdi_id in device.cdi_device_ids:
+                click.echo(f"      cdi {cdi_id}")
+
+    _title(f"CDI specs written to {plugin.cdi_dir} (applied by the container runtime)")
+    for path in sorted(plugin.cdi_dir.glob("*.json")):
+        click.echo(f"-- {path.name}")
+        click.echo(json.dumps(json.loads(path.read_text()), indent=2))
+
+
+def _write_output(output: Path, slices: list[dict[str, Any]], claims: list[dict[str, Any]], cdi_dir: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "resourceslices.yaml").write_text(yaml.safe_dump_all(slices, sort_keys=False))
+    (output / "claims.yaml").write_text(yaml.safe_dump_all(claims, sort_keys=False))
+    target = output / "cdi"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for path in cdi_dir.glob("*.json"):
+        shutil.copy2(path, target / path.name)
+    _title(f"Wrote {output}/resourceslices.yaml, claims.yaml and cdi/ ({len(list(target.iterdir()))} spec(s))")
+
+
+def _title(text: str) -> None:
+    click.echo()
+    click.secho(f"== {text}", bold=True)

@@ -1,0 +1,181 @@
+"""Prepare/unprepare ordering and crash points, with the API and the CDI dir replaced by dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from plugin_factories import DRIVER, NODE, claim, result
+
+from dra_hami.kube.client import ApiError
+from dra_hami.plugin.cdi_spec import CdiSettings
+from dra_hami.plugin.checkpoint import Checkpoint, ClaimState
+from dra_hami.plugin.state import ClaimRef, PluginState
+
+
+class Api:
+    def __init__(self):
+        self.claims: dict[tuple[str, str], dict] = {}
+        self.reads = 0
+
+    def add(self, obj):
+        self.claims[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
+        return ClaimRef(obj["metadata"]["namespace"], obj["metadata"]["name"], obj["metadata"]["uid"])
+
+    def get_resource_claim(self, namespace, name):
+        self.reads += 1
+        try:
+            return self.claims[(namespace, name)]
+        except KeyError:
+            raise ApiError(404, f"{name} not found", "NotFound") from None
+
+
+class Specs:
+    def __init__(self):
+        self.files: dict[str, dict] = {}
+        self.fail_writes = False
+
+    def write(self, uid, spec):
+        if self.fail_writes:
+            raise OSError("No space left on device")
+        self.files[uid] = spec
+
+    def remove(self, uid):
+        self.files.pop(uid, None)
+
+    def specs(self):
+        return dict(self.files)
+
+
+class CrashingCheckpoint(Checkpoint):
+    """Raises on the n-th save, as if the process died right there."""
+
+    crash_on: int | None = None
+    saves = 0
+
+    def save(self, records):
+        self.saves += 1
+        if self.saves == self.crash_on:
+            raise SystemExit("killed")
+        super().save(records)
+
+
+@pytest.fixture
+def env(tmp_path, devices):
+    api, specs = Api(), Specs()
+    libvgpu = tmp_path / "libvgpu.so"
+    libvgpu.write_bytes(b"lib")
+    settings = CdiSettings(DRIVER, tmp_path / "vgpu", libvgpu, injection="none")
+
+    def make(checkpoint=None, boot="boot-1"):
+        return PluginState(
+            api, NODE, lambda: devices, settings, specs, checkpoint or Checkpoint(tmp_path / "cp.json"), boot
+        )
+
+    return api, specs, settings, make
+
+
+def test_crash_before_completion_is_redone_by_the_next_prepare(env, tmp_path):
+    api, specs, _settings, make = env
+    ref = api.add(claim([result()]))
+    crashing = CrashingCheckpoint(tmp_path / "cp.json")
+    crashing.crash_on = 2  # after the spec is written, before PrepareCompleted is recorded
+    with pytest.raises(SystemExit):
+        make(crashing).prepare([ref])
+    assert ref.uid in specs.files
+    assert Checkpoint(tmp_path / "cp.json").load()[ref.uid].state is ClaimState.STARTED
+
+    state = make()
+    result_ = state.prepare([ref])[ref.uid]
+    assert result_.error == "" and len(result_.devices) == 1
+    assert state.records()[ref.uid].state is ClaimState.COMPLETED
+
+
+def test_crash_before_completion_is_undone_by_unprepare(env, tmp_path):
+    api, specs, settings, make = env
+    ref = api.add(claim([result()]))
+    crashing = CrashingCheckpoint(tmp_path / "cp.json")
+    crashing.crash_on = 2
+    with pytest.raises(SystemExit):
+        make(crashing).prepare([ref])
+    assert make().unprepare([ref]) == {ref.uid: ""}
+    assert specs.files == {} and not settings.claim_dir(ref.uid).exists()
+    assert Checkpoint(tmp_path / "cp.json").load() == {}
+
+
+def test_failed_spec_write_leaves_nothing(env, tmp_path):
+    api, specs, settings, make = env
+    ref = api.add(claim([result()]))
+    specs.fail_writes = True
+    state = make()
+    assert "No space left on device" in state.prepare([ref])[ref.uid].error
+    assert state.records() == {} and not settings.claim_dir(ref.uid).exists()
+
+
+def test_missing_libvgpu_is_a_clear_error(env, tmp_path):
+    api, specs, settings, make = env
+    ref = api.add(claim([result()]))
+    settings.libvgpu_path.unlink()
+    assert "libvgpu is not installed at" in make().prepare([ref])[ref.uid].error
+    assert specs.files == {}
+
+
+def test_sweep_unprepares_deleted_claims_and_orphans(env, tmp_path):
+    api, specs, settings, make = env
+    kept, gone, recreated = (api.add(claim([result()], name=n)) for n in ("kept", "gone", "recreated"))
+    state = make()
+    state.prepare([kept, gone, recreated])
+    del api.claims[("default", "gone")]
+    api.claims[("default", "recreated")]["metadata"]["uid"] = "new-uid"  # same name, new object
+    specs.files["orphan-uid"] = {"kind": "x"}
+    settings.claim_dir("orphan-dir").mkdir(parents=True)
+
+    report = state.sweep()
+    assert sorted(report.unprepared) == sorted([gone.uid, recreated.uid])
+    assert report.orphan_specs == ["orphan-uid"] and report.orphan_dirs == ["orphan-dir"]
+    assert set(specs.files) == {kept.uid} and set(state.records()) == {kept.uid}
+
+
+def test_sweep_keeps_claims_when_the_api_is_down(env):
+    api, specs, _settings, make = env
+    ref = api.add(claim([result()]))
+    state = make()
+    state.prepare([ref])
+
+    def broken(namespace, name):
+        raise ApiError(0, "connection refused", "Unreachable")
+
+    api.get_resource_claim = broken
+    assert state.sweep().unprepared == []
+    assert ref.uid in specs.files
+
+
+def test_prepare_after_reboot_resets_the_shared_region(env, tmp_path):
+    api, specs, settings, make = env
+    ref = api.add(claim([result()]))
+    make().prepare([ref])
+    region = settings.claim_dir(ref.uid) / "vgpu.cache"
+    region.write_bytes(b"old boot")
+    specs.files.clear()
+    rebooted = make(boot="boot-2")
+    assert rebooted.prepare([ref])[ref.uid].error == ""
+    assert ref.uid in specs.files and not region.exists()
+    assert Checkpoint(tmp_path / "cp.json").load()[ref.uid].boot_id == "boot-2"
+
+
+def test_same_boot_reprepare_keeps_the_shared_region(env):
+    api, _specs, settings, make = env
+    ref = api.add(claim([result()]))
+    state = make()
+    state.prepare([ref])
+    region = settings.claim_dir(ref.uid) / "vgpu.cache"
+    region.write_bytes(b"live usage")
+    reads = api.reads
+    assert state.prepare([ref])[ref.uid].error == ""
+    assert region.read_bytes() == b"live usage" and api.reads == reads
+
+
+def test_preload_file_names_the_container_library(env):
+    *_, settings, make = env
+    make()
+    assert Path(settings.preload_path).read_text() == "/usr/local/vgpu/libvgpu.so\n"
