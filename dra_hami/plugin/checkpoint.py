@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dra_hami.fsutil import atomic_write
+from cdi import atomic_write
 from dra_hami.plugin.cdi_spec import PreparedDevice
 
 KIND = "DraHamiCheckpoint"
@@ -106,6 +106,7 @@ class Checkpoint:
     def save(self, records: dict[str, ClaimRecord]) -> None:
         data = {"claims": {uid: rec.to_json() for uid, rec in sorted(records.items())}}
         document = {"kind": KIND, "version": VERSION, "checksum": _checksum(data), "data": data}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(document, indent=1).encode(), mode=0o600)
 
     def quarantine(self) -> Path:

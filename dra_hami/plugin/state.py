@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cdi import atomic_write
 from dra_hami import wire
-from dra_hami.fsutil import atomic_write
 from dra_hami.kube.client import ApiError, KubeApi
 from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_identity
 from dra_hami.plugin.checkpoint import Checkpoint, CheckpointError, CheckpointTooNew, ClaimRecord, ClaimState
@@ -115,6 +115,7 @@ class PluginState:
         content = f"{wire.CONTAINER_LIBVGPU_PATH}\n".encode()
         path = self._settings.preload_path
         if not path.exists() or path.read_bytes() != content:
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, content)
 
     # -- prepare --------------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""Per-claim CDI spec files in the runtime's dynamic CDI directory, through the ``cdi`` library."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import cdi
+from dra_hami import wire
+
+log = logging.getLogger(__name__)
+
+
+class ClaimSpecStore:
+    """One spec file per claim, ``k8s.<driver>-claim_<claim uid>.json``, at the lowest cdiVersion it needs."""
+
+    def __init__(self, directory: Path, driver_name: str):
+        self._dir = directory
+        self._kind = wire.cdi_kind(driver_name)
+        vendor, cls = cdi.parse_kind(self._kind)
+        self._prefix = f"{vendor}-{cls}_"  # the transient-spec file naming of cdi.spec_file_name
+
+    def write(self, claim_uid: str, spec: dict[str, Any]) -> None:
+        model = cdi.with_minimum_version(cdi.spec_from_dict({"cdiVersion": cdi.EARLIEST_VERSION, **spec}))
+        cdi.write_spec(self._dir, model, claim_uid)
+
+    def remove(self, claim_uid: str) -> None:
+        cdi.remove_spec(self._dir, claim_uid, self._kind)
+
+    def specs(self) -> dict[str, dict[str, Any]]:
+        listing = cdi.list_specs(self._dir, self._kind)
+        for path, error in listing.errors.items():
+            log.warning("ignoring unreadable CDI spec %s: %s", path, error)
+        found = {}
+        for path, spec in listing.specs.items():
+            if path.name.startswith(self._prefix):
+                found[path.stem.removeprefix(self._prefix)] = cdi.spec_to_dict(spec)
+        return found
+
+    def path(self, claim_uid: str) -> Path:
+        return cdi.spec_path(self._dir, self._kind, claim_uid)
