@@ -22,7 +22,11 @@ class ClaimSpecStore:
         self._prefix = f"{vendor}-{cls}_"  # the transient-spec file naming of cdi.spec_file_name
 
     def write(self, claim_uid: str, spec: dict[str, Any]) -> None:
-        model = cdi.with_minimum_version(cdi.spec_from_dict({"cdiVersion": cdi.EARLIEST_VERSION, **spec}))
+        model = cdi.build_spec(
+            spec["kind"],
+            [cdi.Device.model_validate(device) for device in spec["devices"]],
+            container_edits=cdi.ContainerEdits.model_validate(spec.get("containerEdits") or {}),
+        )
         cdi.write_spec(self._dir, model, claim_uid)
 
     def remove(self, claim_uid: str) -> None:

@@ -98,7 +98,7 @@ class FakeApiServer:
     def _store(self, key: tuple[str, str, str], obj: dict[str, Any], event: str) -> None:
         self._version += 1
         obj["metadata"]["resourceVersion"] = str(self._version)
-        obj.setdefault("apiVersion", "resource.k8s.io/v1")
+        obj.setdefault("apiVersion", "v1" if key[0] == "nodes" else "resource.k8s.io/v1")
         obj.setdefault("kind", _KINDS[key[0]])
         self._objects[key] = obj
         self._notify(key[0], event, obj)

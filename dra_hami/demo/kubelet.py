@@ -7,9 +7,11 @@ process, unix sockets, the real Kubernetes client) against the in-memory API ser
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -42,13 +44,17 @@ class PluginProcess:
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
+    def __post_init__(self) -> None:
+        # Unix socket paths are limited to 107 bytes: keep sockets under a short directory.
+        self.socket_root = Path(tempfile.mkdtemp(prefix="dh-", dir="/tmp"))
+
     @property
     def plugin_dir(self) -> Path:
-        return self.root / "plugins" / DRIVER
+        return self.socket_root / "plugins" / DRIVER
 
     @property
     def registry_dir(self) -> Path:
-        return self.root / "registry"
+        return self.socket_root / "registry"
 
     @property
     def cdi_dir(self) -> Path:
@@ -117,7 +123,12 @@ class PluginProcess:
             self.proc.wait(timeout=15)
 
     def stop(self) -> None:
+        """Stop the plugin (SIGTERM); the state under root survives for a restart."""
         self.kill(signal.SIGTERM)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.socket_root, ignore_errors=True)
 
     # -- gRPC clients ---------------------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ class KubeApi(Protocol):
 
     def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]: ...
 
+    def get_node(self, name: str) -> dict[str, Any]: ...
+
     def list_resource_slices(self, field_selector: str = "") -> list[dict[str, Any]]: ...
 
     def create_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]: ...
@@ -109,6 +111,9 @@ class RawKubeApi:
 
     def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]:
         return self.request("GET", f"{RESOURCE_API}/namespaces/{namespace}/resourceclaims/{name}")
+
+    def get_node(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/nodes/{name}")
 
     def list_resource_slices(self, field_selector: str = "") -> list[dict[str, Any]]:
         query = {"fieldSelector": field_selector} if field_selector else None

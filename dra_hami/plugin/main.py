@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dra_hami import cdi_store
 from dra_hami.discovery import load_discovery
-from dra_hami.kube.client import RawKubeApi
+from dra_hami.kube.client import ApiError, RawKubeApi
 from dra_hami.plugin.cdi_spec import CdiSettings, Injection
 from dra_hami.plugin.checkpoint import Checkpoint, read_boot_id
 from dra_hami.plugin.inventory import node_devices
@@ -60,6 +60,7 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
     publisher_config = PublisherConfig(
         driver_name=options.driver_name,
         node_name=options.node_name,
+        node_uid=_node_uid(api, options.node_name),
         split_count=options.split_count,
         reserved_memory=options.reserved_memory,
         memory_scaling=options.memory_scaling,
@@ -106,6 +107,15 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
     stop.wait()
     server.stop()
     state.close()
+
+
+def _node_uid(api: RawKubeApi, node_name: str) -> str | None:
+    """The Node's UID, so our slices are garbage-collected with it; publishing works without it."""
+    try:
+        return api.get_node(node_name)["metadata"]["uid"]
+    except ApiError as err:
+        log.warning("cannot read Node %s (%s): slices get no owner reference", node_name, err)
+        return None
 
 
 def _sweep_loop(state: PluginState, stop: threading.Event, interval: float) -> None:

@@ -207,7 +207,7 @@ class PluginState:
             except (OSError, ValueError) as err:
                 try:
                     self._undo(record.uid)
-                except OSError as cleanup:
+                except (OSError, ValueError) as cleanup:
                     log.error("cleaning up the failed prepare of %s: %s", record.uid, cleanup)
                 results[record.uid] = PrepareResult(error=f"writing the CDI spec of claim {record.uid}: {err}")
                 continue
@@ -238,13 +238,13 @@ class PluginState:
                 try:
                     self._undo(claim.uid)
                     errors[claim.uid] = ""
-                except OSError as err:
+                except (OSError, ValueError) as err:  # ValueError: cdi.CDIError
                     errors[claim.uid] = f"removing the CDI spec or claim dir of {claim.uid}: {err}"
             return errors
 
     def _undo(self, claim_uid: str) -> None:
-        self._specs.remove(claim_uid)
         shutil.rmtree(self._settings.claim_dir(claim_uid), ignore_errors=True)
+        self._specs.remove(claim_uid)  # on failure the record stays, so a retry or the sweep finishes
         with self._lock:
             if self._records.pop(claim_uid, None) is not None:
                 self._checkpoint.save(self._records)

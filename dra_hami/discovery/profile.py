@@ -1,0 +1,172 @@
+"""Fake GPU profiles: the YAML schema (validated, unknown fields refused) and its expansion to GpuInfo.
+
+A profile lists GPUs; ``defaults`` holds what they have in common and ``count`` repeats an entry. Bus ids,
+minors and UUIDs are derived deterministically when not given, so the same profile always yields the same
+devices::
+
+    name: t4x2
+    driverVersion: 535.104.05
+    cudaDriverVersion: "12.2"
+    defaults: {productName: Tesla T4, memory: 15360Mi, cudaComputeCapability: "7.5"}
+    gpus:
+      - {pciBusID: "0000:00:04.0", numaNode: 0, pcieRoot: pci0000:00}
+      - {pciBusID: "0000:00:05.0", numaNode: 0, pcieRoot: pci0000:00}
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from dra_hami.discovery.model import DiscoveryError, GpuInfo, check_unique, normalise_pci_bus_id, sort_gpus
+from dra_hami.quantity import QuantityError, to_int
+
+# Namespace of the derived UUIDs, so fake GPUs never collide with real ones (those are random).
+_UUID_NAMESPACE = uuid.UUID("6f1d0c8e-3a55-4b8e-9a7c-6b2f9d1e4a10")
+_CAPABILITY = re.compile(r"^\d+\.\d+$")
+_PCIE_ROOT = re.compile(r"^pci[0-9a-f]{4,8}:[0-9a-f]{2}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class GpuTemplate(_Strict):
+    product_name: str | None = None
+    brand: str | None = None
+    architecture: str | None = None
+    cuda_compute_capability: str | None = None
+    memory: int | None = None  # bytes; the YAML may say "15360Mi"
+    sm_count: int | None = Field(None, ge=1)
+    numa_node: int | None = Field(None, ge=0)
+    pcie_root: str | None = None
+    nvlink_group: int | None = Field(None, ge=0)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            parsed = to_int(value, "memory")
+        except QuantityError as err:
+            raise ValueError(str(err)) from None
+        if parsed <= 0:
+            raise ValueError("memory must be positive")
+        return parsed
+
+    @field_validator("cuda_compute_capability", mode="before")
+    @classmethod
+    def _capability(cls, value: Any) -> Any:
+        if value is not None and not _CAPABILITY.match(str(value)):
+            raise ValueError(f"{value!r} is not <major>.<minor>, e.g. '7.5'")
+        return None if value is None else str(value)
+
+    @field_validator("pcie_root")
+    @classmethod
+    def _pcie_root(cls, value: str | None) -> str | None:
+        if value is not None and not _PCIE_ROOT.match(value):
+            raise ValueError(f"{value!r} is not a PCIe root like 'pci0000:00'")
+        return value
+
+
+class GpuEntry(GpuTemplate):
+    uuid: str | None = None
+    minor: int | None = Field(None, ge=0)
+    pci_bus_id: str | None = Field(None, alias="pciBusID")
+    count: int = Field(1, ge=1, le=4096)
+
+    @field_validator("pci_bus_id")
+    @classmethod
+    def _bus_id(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_pci_bus_id(value)
+
+    @model_validator(mode="after")
+    def _count_with_identity(self) -> GpuEntry:
+        if self.count > 1 and (self.uuid or self.minor is not None or self.pci_bus_id):
+            raise ValueError("count > 1 cannot be combined with uuid, minor or pciBusID (each GPU needs its own)")
+        return self
+
+
+class Profile(_Strict):
+    name: str | None = None
+    description: str | None = None
+    driver_version: str | None = "550.54.15"
+    cuda_driver_version: str | None = "12.4"
+    defaults: GpuTemplate = GpuTemplate()
+    gpus: list[GpuEntry]
+
+    @field_validator("driver_version", "cuda_driver_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return None if value is None else str(value)  # YAML reads 12.4 as a float
+
+
+def load_profile_file(path: Path, name: str | None = None) -> list[GpuInfo]:
+    """Read, validate and expand a profile file; every error names the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise DiscoveryError(f"fake profile {path}: {err}") from err
+    return profile_gpus(raw, name or path.stem, source=str(path))
+
+
+def profile_gpus(raw: Any, name: str, source: str) -> list[GpuInfo]:
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in err.errors())
+        raise DiscoveryError(f"fake profile {source}: {problems}") from None
+    uuid_seed = profile.name or name
+    defaults = profile.defaults.model_dump(exclude_none=True)
+    gpus: list[GpuInfo] = []
+    ordinal = 0
+    for position, entry in enumerate(profile.gpus):
+        fields = {**defaults, **entry.model_dump(exclude_none=True, exclude={"count"})}
+        for field in ("product_name", "memory"):
+            if field not in fields:
+                raise DiscoveryError(
+                    f"fake profile {source}: gpus.{position}: {to_camel(field)} is required here or in defaults"
+                )
+        for _ in range(entry.count):
+            gpus.append(_gpu(fields, ordinal, uuid_seed, profile))
+            ordinal += 1
+    # Index (and, unless given, the minor) follow PCI order, as the NVIDIA driver numbers them.
+    ordered = [
+        replace(gpu, index=index, minor=gpu.minor if gpu.minor >= 0 else index)
+        for index, gpu in enumerate(sort_gpus(gpus))
+    ]
+    check_unique(ordered, f"fake profile {source}")
+    return ordered
+
+
+def _gpu(fields: dict[str, Any], ordinal: int, seed: str, profile: Profile) -> GpuInfo:
+    return GpuInfo(
+        uuid=fields.get("uuid") or f"GPU-{uuid.uuid5(_UUID_NAMESPACE, f'{seed}/{ordinal}')}",
+        minor=fields.get("minor", -1),  # -1: not given, numbered after sorting
+        index=ordinal,
+        name=fields["product_name"],
+        memory_bytes=fields["memory"],
+        # Bus 1.., device 0..31: unique for thousands of GPUs, and ordered like the entries.
+        pci_bus_id=fields.get("pci_bus_id") or f"0000:{(ordinal >> 5) + 1:02x}:{ordinal & 31:02x}.0",
+        brand=fields.get("brand"),
+        architecture=fields.get("architecture"),
+        cuda_compute_capability=fields.get("cuda_compute_capability"),
+        driver_version=profile.driver_version,
+        cuda_driver_version=profile.cuda_driver_version,
+        numa_node=fields.get("numa_node"),
+        pcie_root=fields.get("pcie_root"),
+        nvlink_group=fields.get("nvlink_group"),
+        sm_count=fields.get("sm_count"),
+    )
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"

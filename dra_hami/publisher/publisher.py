@@ -1,0 +1,211 @@
+"""Keeps the node's ResourceSlices equal to what discovery finds (the I/O edge of the publisher).
+
+The kubelet deletes a node's slices when it starts, and a driver's slices 30 s after the driver goes away
+(reference/dra_api.md 2.4), so publishing once is not enough: ``run`` reconciles on a timer and whenever a
+watch reports one of our slices deleted or modified.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dra_hami.discovery.model import Discovery, DiscoveryError
+from dra_hami.kube.client import ApiError, KubeApi
+from dra_hami.publisher.compare import same_content
+from dra_hami.publisher.config import PublisherConfig
+from dra_hami.publisher.device import PoolError
+from dra_hami.publisher.policy import PolicyError
+from dra_hami.publisher.slices import build_pool, pool_generation
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = (404, 409)  # someone else wrote or deleted a slice between our list and our write
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    generation: int
+    created: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    attempts: int = 1
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+
+class SlicePublisher:
+    def __init__(
+        self,
+        api: KubeApi,
+        discovery: Discovery,
+        config: PublisherConfig,
+        *,
+        max_attempts: int = 5,
+        watch_timeout: int = 300,
+        min_gap: float = 0.2,
+    ):
+        self._api = api
+        self._discovery = discovery
+        self._config = config
+        self._max_attempts = max_attempts
+        self._watch_timeout = watch_timeout
+        self._min_gap = min_gap  # coalesces a burst of watch events (our own writes cause some) into one pass
+        self._last_generation = 0
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> PublisherConfig:
+        return self._config
+
+    def reconcile(self) -> ReconcileResult:
+        """One pass; raises ApiError, DiscoveryError, PoolError or PolicyError and then publishes nothing new."""
+        with self._lock:
+            gpus = self._discovery.discover()
+            for attempt in range(1, self._max_attempts + 1):
+                try:
+                    return self._reconcile_once(gpus, attempt)
+                except ApiError as err:
+                    if err.status not in _RETRYABLE or attempt == self._max_attempts:
+                        raise
+                    log.info("slice write raced with another writer (%s); listing again", err)
+            raise AssertionError("unreachable")
+
+    def remove_all(self) -> list[str]:
+        """Delete this node's slices of our driver (clean uninstall; a restart should leave them in place)."""
+        with self._lock:
+            names = sorted(slice_["metadata"]["name"] for slice_ in self._list())
+            for name in names:
+                self._api.delete_resource_slice(name)
+            return names
+
+    def run(self, stop: threading.Event, interval: float = 30.0) -> None:
+        """Reconcile every ``interval`` seconds and on watch events until ``stop`` is set; never raises."""
+        wake = threading.Event()
+        threading.Thread(target=lambda: (stop.wait(), wake.set()), name="publisher-stop", daemon=True).start()
+        threading.Thread(target=self._watch, args=(stop, wake, interval), name="publisher-watch", daemon=True).start()
+        while not stop.is_set():
+            wake.clear()  # before the pass: an event during it means another pass
+            self._reconcile_logged()
+            wake.wait(interval)
+            stop.wait(self._min_gap)
+
+    def _reconcile_logged(self) -> None:
+        try:
+            result = self.reconcile()
+        except (ApiError, DiscoveryError, PoolError, PolicyError) as err:
+            log.warning("publishing ResourceSlices failed, will retry: %s", err)
+            return
+        except Exception:  # the publisher must outlive any bug in one pass; the next pass starts clean
+            log.exception("publishing ResourceSlices failed unexpectedly, will retry")
+            return
+        if result.changed:
+            log.info(
+                "published pool %s generation %d: created %s, updated %s, deleted %s",
+                self._config.node_name,
+                result.generation,
+                list(result.created),
+                list(result.updated),
+                list(result.deleted),
+            )
+
+    def _watch(self, stop: threading.Event, wake: threading.Event, retry_delay: float) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                for event in self._api.watch_resource_slices(self._config.field_selector, self._watch_timeout):
+                    if stop.is_set():
+                        return
+                    kind = event.get("type")
+                    if kind in ("DELETED", "MODIFIED"):
+                        wake.set()
+                    elif kind == "ERROR":  # e.g. 410 Gone: start a new watch
+                        break
+            except Exception as err:  # the timer keeps publishing without the watch
+                log.warning("watching ResourceSlices failed, polling every %ss meanwhile: %s", retry_delay, err)
+                stop.wait(retry_delay)
+                continue
+            if time.monotonic() - started < 1.0:  # a watch that ends at once must not spin
+                stop.wait(min(retry_delay, 1.0))
+
+    def _list(self) -> list[dict[str, Any]]:
+        # Filtered again here: the selector is the contract, but a slice we did not ask for must never be touched.
+        return [
+            slice_
+            for slice_ in self._api.list_resource_slices(self._config.field_selector)
+            if (slice_.get("spec") or {}).get("nodeName") == self._config.node_name
+            and (slice_.get("spec") or {}).get("driver") == self._config.driver_name
+        ]
+
+    def _reconcile_once(self, gpus: list[Any], attempt: int) -> ReconcileResult:
+        stored = {slice_["metadata"]["name"]: slice_ for slice_ in self._list()}
+        current = max((pool_generation(slice_) for slice_ in stored.values()), default=0)
+        desired = build_pool(gpus, self._config, current)
+        if self._in_sync(desired, stored, current):
+            self._last_generation = max(self._last_generation, current)
+            return ReconcileResult(current, attempts=attempt)
+
+        # Any change moves every slice to a new generation: consumers use only the highest one they see.
+        generation = max(current, self._last_generation) + 1
+        desired = build_pool(gpus, self._config, generation)
+        created, updated = [], []
+        for body in desired:
+            name = body["metadata"]["name"]
+            if name in stored:
+                self._update(body, stored[name])
+                updated.append(name)
+            else:
+                self._api.create_resource_slice(body)
+                created.append(name)
+        self._last_generation = generation
+        stale = sorted(set(stored) - {body["metadata"]["name"] for body in desired})
+        for name in stale:
+            self._api.delete_resource_slice(name)
+        return ReconcileResult(generation, tuple(created), tuple(updated), tuple(stale), attempt)
+
+    @staticmethod
+    def _in_sync(desired: list[dict[str, Any]], stored: dict[str, dict[str, Any]], generation: int) -> bool:
+        if {body["metadata"]["name"] for body in desired} != set(stored):
+            return False
+        return all(
+            pool_generation(stored[body["metadata"]["name"]]) == generation
+            and same_content(body, stored[body["metadata"]["name"]])
+            for body in desired
+        )
+
+    def _update(self, body: dict[str, Any], stored: dict[str, Any]) -> None:
+        try:
+            self._api.update_resource_slice(_update_body(body, stored))
+        except ApiError as err:
+            if err.status != 422:
+                raise
+            # An immutable field differs (a foreign pool name, say): replace the slice instead.
+            log.info("slice %s cannot be updated in place (%s); re-creating it", body["metadata"]["name"], err)
+            self._api.delete_resource_slice(body["metadata"]["name"])
+            self._api.create_resource_slice(body)
+
+
+def _update_body(body: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """Our spec on the stored object's identity; labels and annotations others added are kept.
+
+    Sent as raw JSON built from the stored dict, never from a typed model (which would drop unknown fields).
+    """
+    have = stored.get("metadata") or {}
+    want = body["metadata"]
+    metadata: dict[str, Any] = {
+        "name": want["name"],
+        "resourceVersion": have.get("resourceVersion"),
+        "labels": {**(have.get("labels") or {}), **want["labels"]},
+    }
+    for key in ("uid", "annotations", "finalizers"):
+        if have.get(key):
+            metadata[key] = have[key]
+    owners = want.get("ownerReferences") or have.get("ownerReferences")
+    if owners:
+        metadata["ownerReferences"] = owners
+    return {**body, "metadata": metadata}
