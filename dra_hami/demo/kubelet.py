@@ -41,6 +41,8 @@ class PluginProcess:
     node_name: str = "node-a"
     profile: str = "t4x2"
     libvgpu: Path | None = None  # a built libvgpu.so to mount into containers
+    driver_name: str = DRIVER
+    cdi_root: Path | None = None  # the runtime's CDI dir; default: a private one under root
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
@@ -50,7 +52,7 @@ class PluginProcess:
 
     @property
     def plugin_dir(self) -> Path:
-        return self.socket_root / "plugins" / DRIVER
+        return self.socket_root / "plugins" / self.driver_name
 
     @property
     def registry_dir(self) -> Path:
@@ -58,7 +60,7 @@ class PluginProcess:
 
     @property
     def cdi_dir(self) -> Path:
-        return self.root / "cdi"
+        return self.cdi_root or self.root / "cdi"
 
     @property
     def vgpu_dir(self) -> Path:
@@ -74,7 +76,7 @@ class PluginProcess:
 
     @property
     def registration_socket(self) -> Path:
-        return self.registry_dir / f"{DRIVER}-reg.sock"
+        return self.registry_dir / f"{self.driver_name}-reg.sock"
 
     @property
     def log_path(self) -> Path:
@@ -91,7 +93,8 @@ class PluginProcess:
             stale.unlink(missing_ok=True)
         args = [
             sys.executable, "-m", "dra_hami", "kubelet-plugin",
-            "--node-name", self.node_name, "--kubeconfig", str(kubeconfig), "--fake-profile", self.profile,
+            "--driver-name", self.driver_name, "--node-name", self.node_name, "--kubeconfig", str(kubeconfig),
+            "--fake-profile", self.profile,
             "--plugin-dir", str(self.plugin_dir), "--registry-dir", str(self.registry_dir),
             "--cdi-dir", str(self.cdi_dir), "--vgpu-dir", str(self.vgpu_dir),
             "--device-injection", "none", "--boot-id-file", str(self.boot_id_file),

@@ -1,0 +1,60 @@
+"""A spec the kubelet plugin prepared, applied by a real container runtime (podman + runc)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from plugin_harness import PluginProcess, allocated_claim
+from podman import CDI_DIR, make_busybox_rootfs, podman_skip_reason, run_with_cdi
+
+from dra_hami.demo.apiserver import FakeApiServer
+
+pytestmark = [
+    pytest.mark.podman,
+    pytest.mark.skipif(podman_skip_reason() is not None, reason=podman_skip_reason() or ""),
+]
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    api = FakeApiServer().start()
+    libvgpu = tmp_path / "libvgpu.so"
+    libvgpu.write_bytes(b"static busybox never loads this")  # the mount must have a source
+    driver = f"test-{uuid.uuid4().hex[:8]}.dra-hami.example"  # our own CDI kind in the shared /var/run/cdi
+    process = PluginProcess(tmp_path, api, libvgpu=libvgpu, driver_name=driver, cdi_root=CDI_DIR).start()
+    yield process, api, driver
+    process.cleanup()
+    api.stop()
+    for leftover in CDI_DIR.glob(f"k8s.{driver}-*"):
+        leftover.unlink()
+
+
+def test_runtime_applies_env_preload_and_claim_dir(plugin, tmp_path):
+    process, api, driver = plugin
+    claim = allocated_claim("c1", memory="4Gi", cores="30")
+    claim["status"]["allocation"]["devices"]["results"][0]["driver"] = driver
+    api.put("resourceclaims", claim)
+    uid = claim["metadata"]["uid"]
+    entry = process.prepare([claim]).claims[uid]
+    assert entry.error == ""
+    (device,) = entry.devices
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    script = f"env; echo preload=$(cat /etc/ld.so.preload); echo hi > /usr/local/vgpu/claims/{uid}/probe"
+    result = run_with_cdi(list(device.cdi_device_ids), ["/bin/sh", "-c", script], rootfs)
+    assert result.returncode == 0, result.stderr
+
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "4096m"
+    assert env["CUDA_DEVICE_SM_LIMIT_0"] == "30"
+    assert env["CUDA_DEVICE_MEMORY_SHARED_CACHE"] == f"/usr/local/vgpu/claims/{uid}/vgpu.cache"
+    assert env["DRA_HAMI_CLAIM"] == "default/c1"
+    (limit,) = [v for k, v in env.items() if k.startswith("VGPU_DEVICE_LIMIT_")]
+    assert limit.endswith(f",{4 << 30},30")
+    assert env["preload"] == "/usr/local/vgpu/libvgpu.so"
+    # The claim directory is the host's: what a container writes there, every container of the claim sees.
+    assert (process.vgpu_dir / "claims" / uid / "probe").read_text() == "hi\n"
+
+    assert process.unprepare([claim]).claims[uid].error == ""
+    gone = run_with_cdi(list(device.cdi_device_ids), ["/bin/true"], rootfs)
+    assert gone.returncode != 0 and "unresolvable CDI devices" in gone.stderr + gone.stdout
