@@ -26,7 +26,12 @@ class _Quantity(click.ParamType):
 
 def _logging_options(func):
     func = click.option(
-        "--log-format", type=click.Choice(["text", "json"]), default="text", envvar="LOG_FORMAT", show_default=True
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        envvar="LOG_FORMAT",
+        show_default=True,
+        help="Log lines as plain text or as JSON objects.",
     )(func)
     return click.option(
         "--log-level",
@@ -34,6 +39,7 @@ def _logging_options(func):
         default="info",
         envvar="LOG_LEVEL",
         show_default=True,
+        help="Least severe log level written to stderr.",
     )(func)
 
 
@@ -170,13 +176,19 @@ def main() -> None:
 def kubelet_plugin(**kwargs) -> None:
     """Run the node side: publish this node's GPUs as ResourceSlices and prepare claims for the kubelet."""
     from dra_hami import logs
+    from dra_hami.discovery import DiscoveryError
     from dra_hami.plugin.main import PluginOptions, run
+    from dra_hami.publisher.policy import PolicyError
+    from dra_hami.publisher.device import PoolError
 
     logs.setup(kwargs.pop("log_level"), kwargs.pop("log_format"))
     driver = kwargs["driver_name"]
     kwargs["plugin_dir"] = kwargs["plugin_dir"] or _DEFAULT_PLUGINS_ROOT / driver
     kwargs["libvgpu_path"] = kwargs["libvgpu_path"] or kwargs["vgpu_dir"] / "libvgpu.so"
-    run(PluginOptions(**kwargs))
+    try:
+        run(PluginOptions(**kwargs))
+    except (DiscoveryError, PoolError, PolicyError, OSError) as err:
+        raise click.ClickException(str(err)) from err
 
 
 @main.command()
