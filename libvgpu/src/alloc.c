@@ -1,0 +1,194 @@
+#include "alloc.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NSHARDS 64
+#define MIN_CAP 64
+
+struct entry {
+    uint64_t key; /* 0 = empty (key 0 is never stored: NULL pointers are not tracked) */
+    uint64_t size;
+    int16_t didx;
+    uint8_t kind;
+};
+
+struct shard {
+    pthread_mutex_t mu;
+    struct entry *tab;
+    uint64_t cap; /* power of two or 0 */
+    uint64_t n;
+    char pad[64];
+};
+
+static struct shard g_shards[NSHARDS] = {
+#define S PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, {0}
+    [0 ... NSHARDS - 1] = {S},
+#undef S
+};
+
+static inline uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* Key space of the table: kind in the top 3 bits so pointers and handles never collide. */
+static inline uint64_t tkey(uint64_t key, uint8_t kind)
+{
+    uint64_t group = (kind == VGPU_KIND_MEM) ? 0 : kind;
+    return (key ^ (group << 61)) | ((key == 0 && group == 0) ? 1 : 0);
+}
+
+static bool grow(struct shard *s)
+{
+    uint64_t ncap = s->cap ? s->cap * 2 : MIN_CAP;
+    struct entry *nt = calloc(ncap, sizeof *nt);
+    if (nt == NULL)
+        return false;
+    for (uint64_t i = 0; i < s->cap; i++) {
+        struct entry *e = &s->tab[i];
+        if (e->key == 0)
+            continue;
+        uint64_t j = mix(e->key) & (ncap - 1);
+        while (nt[j].key != 0)
+            j = (j + 1) & (ncap - 1);
+        nt[j] = *e;
+    }
+    free(s->tab);
+    s->tab = nt;
+    s->cap = ncap;
+    return true;
+}
+
+static inline struct shard *shard_of(uint64_t h)
+{
+    return &g_shards[h >> 58];
+}
+
+bool vgpu_alloc_insert(uint64_t key, struct vgpu_alloc_rec rec, bool *replaced,
+                       struct vgpu_alloc_rec *old)
+{
+    uint64_t k = tkey(key, rec.kind);
+    uint64_t h = mix(k);
+    struct shard *s = shard_of(h);
+    *replaced = false;
+    pthread_mutex_lock(&s->mu);
+    if ((s->n + 1) * 2 > s->cap && !grow(s)) {
+        pthread_mutex_unlock(&s->mu);
+        return false;
+    }
+    uint64_t j = h & (s->cap - 1);
+    while (s->tab[j].key != 0 && s->tab[j].key != k)
+        j = (j + 1) & (s->cap - 1);
+    struct entry *e = &s->tab[j];
+    if (e->key == k) {
+        *replaced = true;
+        old->size = e->size;
+        old->didx = e->didx;
+        old->kind = e->kind;
+    } else {
+        s->n++;
+    }
+    e->key = k;
+    e->size = rec.size;
+    e->didx = rec.didx;
+    e->kind = rec.kind;
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+bool vgpu_alloc_remove(uint64_t key, uint8_t kind, struct vgpu_alloc_rec *out)
+{
+    uint64_t k = tkey(key, kind);
+    uint64_t h = mix(k);
+    struct shard *s = shard_of(h);
+    pthread_mutex_lock(&s->mu);
+    if (s->cap == 0) {
+        pthread_mutex_unlock(&s->mu);
+        return false;
+    }
+    uint64_t mask = s->cap - 1;
+    uint64_t j = h & mask;
+    while (s->tab[j].key != 0 && s->tab[j].key != k)
+        j = (j + 1) & mask;
+    if (s->tab[j].key == 0) {
+        pthread_mutex_unlock(&s->mu);
+        return false;
+    }
+    out->size = s->tab[j].size;
+    out->didx = s->tab[j].didx;
+    out->kind = s->tab[j].kind;
+    /* backward-shift deletion keeps probe chains intact without tombstones */
+    uint64_t hole = j;
+    uint64_t i = (j + 1) & mask;
+    while (s->tab[i].key != 0) {
+        uint64_t home = mix(s->tab[i].key) & mask;
+        /* move entry i into the hole if its home is not in (hole, i] cyclically */
+        bool between = (hole <= i) ? (home > hole && home <= i) : (home > hole || home <= i);
+        if (!between) {
+            s->tab[hole] = s->tab[i];
+            hole = i;
+        }
+        i = (i + 1) & mask;
+    }
+    memset(&s->tab[hole], 0, sizeof s->tab[hole]);
+    s->n--;
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+uint64_t vgpu_alloc_count(void)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < NSHARDS; i++) {
+        pthread_mutex_lock(&g_shards[i].mu);
+        n += g_shards[i].n;
+        pthread_mutex_unlock(&g_shards[i].mu);
+    }
+    return n;
+}
+
+static void reset_shard(struct shard *s)
+{
+    free(s->tab);
+    s->tab = NULL;
+    s->cap = 0;
+    s->n = 0;
+}
+
+void vgpu_alloc_reset(void)
+{
+    for (int i = 0; i < NSHARDS; i++) {
+        pthread_mutex_lock(&g_shards[i].mu);
+        reset_shard(&g_shards[i]);
+        pthread_mutex_unlock(&g_shards[i].mu);
+    }
+}
+
+void vgpu_alloc_atfork_prepare(void)
+{
+    for (int i = 0; i < NSHARDS; i++)
+        pthread_mutex_lock(&g_shards[i].mu);
+}
+
+void vgpu_alloc_atfork_parent(void)
+{
+    for (int i = NSHARDS - 1; i >= 0; i--)
+        pthread_mutex_unlock(&g_shards[i].mu);
+}
+
+void vgpu_alloc_atfork_child(void)
+{
+    /* Device memory does not survive into the child: forget the parent's records. */
+    for (int i = 0; i < NSHARDS; i++) {
+        pthread_mutex_init(&g_shards[i].mu, NULL);
+        reset_shard(&g_shards[i]);
+    }
+}

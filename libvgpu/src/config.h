@@ -1,0 +1,68 @@
+/* Environment contract (read once per process, lazily, by vgpu_config_get()). */
+#ifndef VGPU_CONFIG_H
+#define VGPU_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VGPU_MAX_DEVICES 16
+#define VGPU_MAX_UUID_ENTRIES 64
+#define VGPU_UUID_STR 96
+
+enum vgpu_policy { VGPU_POLICY_DEFAULT = 0, VGPU_POLICY_FORCE = 1, VGPU_POLICY_DISABLE = 2 };
+enum vgpu_oom_policy { VGPU_OOM_ERROR = 0, VGPU_OOM_KILL = 1 };
+
+/* A memory limit. set == false: unlimited. set && bytes == 0: every allocation is refused
+ * (what an unparsable value becomes: fail closed). */
+struct vgpu_mem_limit {
+    bool set;
+    uint64_t bytes;
+};
+
+struct vgpu_uuid_limit {
+    char uuid[VGPU_UUID_STR];
+    uint64_t bytes;
+    unsigned cores;
+    bool bad_memory; /* memory field unparsable: this GPU fails closed */
+};
+
+struct vgpu_config {
+    bool disabled;   /* CUDA_DISABLE_CONTROL=true: pass everything through */
+    int log_level;   /* LIBCUDA_LOG_LEVEL */
+    int policy;      /* GPU_CORE_UTILIZATION_POLICY */
+    int oom_policy;  /* VGPU_OOM_POLICY */
+    int priority;    /* CUDA_TASK_PRIORITY: 0 high, 1 low (default) */
+    const char *shared_cache; /* CUDA_DEVICE_MEMORY_SHARED_CACHE or NULL */
+
+    /* Indexed (HAMi-style) variables, by CUDA ordinal. */
+    struct vgpu_mem_limit mem_global;
+    struct vgpu_mem_limit mem_index[VGPU_MAX_DEVICES];
+    bool mem_index_present[VGPU_MAX_DEVICES];
+    unsigned sm_global; /* 0 = no cap */
+    unsigned sm_index[VGPU_MAX_DEVICES];
+    bool sm_index_present[VGPU_MAX_DEVICES];
+
+    /* VGPU_DEVICE_LIMIT_<suffix>=<uuid>,<bytes>,<cores>: when any is present it wins. */
+    bool uuid_mode;
+    size_t n_uuid;
+    struct vgpu_uuid_limit uuid[VGPU_MAX_UUID_ENTRIES];
+
+    bool test_stall_in_lock; /* VGPU_TEST_STALL_IN_LOCK=1 (test hook, see region.c) */
+};
+
+/* Parses the environment (once, thread-safe) and returns the process-wide configuration. */
+const struct vgpu_config *vgpu_config_get(void);
+
+/* Parses into *cfg from an explicit environment array (used by the unit tests). */
+void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp);
+
+/* Limits for a device, given its CUDA ordinal and its UUID string ("GPU-..."; may be NULL when
+ * unknown).  Returns the memory limit and sets *cores (0 = no cap). */
+struct vgpu_mem_limit vgpu_config_device_limit(const struct vgpu_config *cfg, int ordinal,
+                                               const char *uuid, unsigned *cores);
+
+/* UUID equality ignoring case and an optional "GPU-" prefix on either side. */
+bool vgpu_uuid_equal(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,27 @@
+/* Per-CUDA-device facts of this process: UUID, region record, limits.  Limits attach to the
+ * device by UUID (VGPU_DEVICE_LIMIT_*) or by CUDA ordinal (indexed HAMi variables). */
+#ifndef VGPU_DEVICE_H
+#define VGPU_DEVICE_H
+
+#include "config.h"
+#include "cuda_api.h"
+
+struct vgpu_device {
+    int ordinal;
+    char uuid[VGPU_UUID_STR];
+    int didx; /* region device record, -1 if none */
+    struct vgpu_mem_limit lim;
+    unsigned sm; /* 0 = no cap */
+};
+
+/* Device info for a CUdevice (== CUDA ordinal); NULL if it cannot be determined. */
+const struct vgpu_device *vgpu_device_get(CUdevice dev);
+/* CUDA ordinal of the device with this UUID, or -1.  May call the real cuInit(0). */
+int vgpu_device_ordinal_by_uuid(const char *uuid);
+/* Formats a CUuuid as "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx". */
+void vgpu_format_uuid(const CUuuid *u, char *out, size_t cap);
+/* Device of a stream (its context's device; the current context's for the default streams). */
+CUresult vgpu_stream_device(CUstream s, CUdevice *dev);
+void vgpu_device_atfork_child(void);
+
+#endif

@@ -1,0 +1,584 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "region.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "pthread_mutex_t must fit its 64-byte slot");
+_Static_assert(sizeof(struct vgpu_region_header) <= VGPU_REGION_HEADER_SIZE, "header size");
+_Static_assert(sizeof(struct vgpu_region_device) == VGPU_REGION_DEVICE_SIZE, "device size");
+_Static_assert(sizeof(struct vgpu_region_proc) == VGPU_REGION_PROC_SIZE, "proc size");
+_Static_assert(offsetof(struct vgpu_region_header, slots_lock) == 64, "header layout");
+_Static_assert(offsetof(struct vgpu_region_device, used) == 160, "device layout");
+_Static_assert(offsetof(struct vgpu_region_device, util) == 192, "device layout");
+_Static_assert(offsetof(struct vgpu_region_proc, used) == 24, "proc layout");
+_Static_assert(offsetof(struct vgpu_region, dev) == VGPU_REGION_HEADER_SIZE, "region layout");
+_Static_assert(offsetof(struct vgpu_region, proc) ==
+                   VGPU_REGION_HEADER_SIZE + VGPU_MAX_DEVICES * VGPU_REGION_DEVICE_SIZE,
+               "region layout");
+
+void vgpu_atfork_install(void);
+
+static pthread_mutex_t g_attach_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct vgpu_region *_Atomic g_region;
+static bool g_private;
+static int g_fd = -1;
+static bool g_have_ofd = true;
+static struct vgpu_region_proc *_Atomic g_slot;
+static int g_slot_idx = -1;
+static pid_t g_slot_pid;
+static _Atomic bool g_exiting;
+static bool g_atexit_done;
+
+static off_t slot_offset(int i)
+{
+    return (off_t)(offsetof(struct vgpu_region, proc) + (size_t)i * sizeof(struct vgpu_region_proc));
+}
+
+/* ---- file locks ------------------------------------------------------------------------ */
+
+static int lock_range(int fd, int cmd, short type, off_t start, off_t len)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = start;
+    fl.l_len = len;
+    int rc;
+    do {
+        rc = fcntl(fd, cmd, &fl);
+    } while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
+static int init_lock(int fd, short type)
+{
+    if (g_have_ofd) {
+        int rc = lock_range(fd, F_OFD_SETLKW, type, 0, 1);
+        if (rc == 0 || errno != EINVAL)
+            return rc;
+        g_have_ofd = false;
+        vgpu_warn("open file description locks are not supported here; using process locks");
+    }
+    return lock_range(fd, F_SETLKW, type, 0, 1);
+}
+
+/* True when another open file description holds a lock on [start, start+len). */
+static int range_locked_by_other(int fd, off_t start, off_t len)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = start;
+    fl.l_len = len;
+    if (fcntl(fd, g_have_ofd ? F_OFD_GETLK : F_GETLK, &fl) < 0)
+        return -1;
+    return fl.l_type != F_UNLCK;
+}
+
+/* ---- robust mutexes ---------------------------------------------------------------------- */
+
+static void init_shared_mutex(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
+static void recompute_device(struct vgpu_region *r, int d)
+{
+    uint32_t hi = atomic_load(&r->h.proc_high);
+    if (hi > VGPU_REGION_MAX_PROCS)
+        hi = VGPU_REGION_MAX_PROCS;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < hi; i++)
+        sum += atomic_load(&r->proc[i].used[d]);
+    atomic_store(&r->dev[d].used, sum);
+}
+
+static void lock_device(struct vgpu_region *r, int d)
+{
+    int rc = pthread_mutex_lock(&r->dev[d].lock.m);
+    if (rc == EOWNERDEAD) {
+        /* The holder died inside an update; every writer of these counters holds this lock, so
+         * the slots are authoritative: rebuild the total from them. */
+        recompute_device(r, d);
+        pthread_mutex_consistent(&r->dev[d].lock.m);
+        vgpu_warn("device record %d: previous lock holder died; usage recomputed (%llu bytes)", d,
+                  (unsigned long long)atomic_load(&r->dev[d].used));
+    } else if (rc != 0) {
+        vgpu_error("device record %d: lock failed: %s", d, strerror(rc));
+    }
+}
+
+static void unlock_device(struct vgpu_region *r, int d)
+{
+    pthread_mutex_unlock(&r->dev[d].lock.m);
+}
+
+static void lock_slots(struct vgpu_region *r)
+{
+    int rc = pthread_mutex_lock(&r->h.slots_lock.m);
+    if (rc == EOWNERDEAD) {
+        pthread_mutex_consistent(&r->h.slots_lock.m);
+        vgpu_warn("region slots lock: previous holder died; recovered");
+    } else if (rc != 0) {
+        vgpu_error("region slots lock failed: %s", strerror(rc));
+    }
+}
+
+static void unlock_slots(struct vgpu_region *r)
+{
+    pthread_mutex_unlock(&r->h.slots_lock.m);
+}
+
+/* ---- creation ---------------------------------------------------------------------------- */
+
+static void init_region(struct vgpu_region *r)
+{
+    r->h.version = VGPU_REGION_VERSION;
+    r->h.header_size = VGPU_REGION_HEADER_SIZE;
+    r->h.device_size = VGPU_REGION_DEVICE_SIZE;
+    r->h.proc_size = VGPU_REGION_PROC_SIZE;
+    r->h.max_devices = VGPU_MAX_DEVICES;
+    r->h.max_procs = VGPU_REGION_MAX_PROCS;
+    r->h.total_size = sizeof(struct vgpu_region);
+    atomic_store(&r->h.util_switch, 1);
+    atomic_store(&r->h.recent_kernel, 0);
+    init_shared_mutex(&r->h.slots_lock.m);
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        init_shared_mutex(&r->dev[d].lock.m);
+    __atomic_store_n(&r->h.magic, VGPU_REGION_MAGIC, __ATOMIC_RELEASE);
+}
+
+static struct vgpu_region *attach_private(void)
+{
+    void *p = mmap(NULL, sizeof(struct vgpu_region), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        vgpu_error("cannot map a private accounting region: %s", strerror(errno));
+        return NULL;
+    }
+    init_region(p);
+    g_private = true;
+    return p;
+}
+
+static struct vgpu_region *attach_file(const char *path)
+{
+    const size_t size = sizeof(struct vgpu_region);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        vgpu_error("cannot open shared region %s: %s; limits apply to this process only", path,
+                   strerror(errno));
+        return NULL;
+    }
+    if (init_lock(fd, F_WRLCK) < 0) {
+        vgpu_error("cannot lock shared region %s: %s; limits apply to this process only", path,
+                   strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    struct vgpu_region *r = NULL;
+    struct stat st;
+    bool need_init = false;
+    if (fstat(fd, &st) < 0)
+        goto fail;
+    if (st.st_size == 0) {
+        need_init = true;
+    } else {
+        struct vgpu_region_header h;
+        memset(&h, 0, sizeof h);
+        ssize_t n = pread(fd, &h, sizeof h, 0);
+        bool ok = n == (ssize_t)sizeof h && h.magic == VGPU_REGION_MAGIC &&
+                  h.version == VGPU_REGION_VERSION && h.total_size == size &&
+                  (size_t)st.st_size == size;
+        if (!ok) {
+            int busy = range_locked_by_other(fd, 1, 0);
+            if (busy != 0) {
+                vgpu_error("shared region %s has another layout (magic %#llx, version %u, %lld "
+                           "bytes; expected version %u, %zu bytes) and is in use by other "
+                           "processes; refusing it, limits apply to this process only",
+                           path, (unsigned long long)h.magic, h.version, (long long)st.st_size,
+                           VGPU_REGION_VERSION, size);
+                goto fail;
+            }
+            if (h.magic != 0 || st.st_size != 0)
+                vgpu_warn("shared region %s has another layout (magic %#llx, version %u, %lld "
+                          "bytes; expected version %u, %zu bytes) and no user; rebuilding it",
+                          path, (unsigned long long)h.magic, h.version, (long long)st.st_size,
+                          VGPU_REGION_VERSION, size);
+            need_init = true;
+        }
+    }
+    if (need_init) {
+        if (ftruncate(fd, 0) < 0)
+            goto fail;
+        int e = posix_fallocate(fd, 0, (off_t)size);
+        if (e != 0 && e != EOPNOTSUPP && e != EINVAL) {
+            errno = e;
+            goto fail;
+        }
+        if (e != 0 && ftruncate(fd, (off_t)size) < 0)
+            goto fail;
+        (void)fchmod(fd, 0666);
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        goto fail;
+    r = p;
+    if (need_init)
+        init_region(r);
+    init_lock(fd, F_UNLCK);
+    g_fd = fd;
+    vgpu_debug("attached shared region %s%s", path, need_init ? " (initialized)" : "");
+    return r;
+fail:
+    vgpu_error("cannot use shared region %s: %s; limits apply to this process only", path,
+               strerror(errno));
+    init_lock(fd, F_UNLCK);
+    close(fd);
+    return NULL;
+}
+
+struct vgpu_region *vgpu_region_get(void)
+{
+    struct vgpu_region *r = atomic_load_explicit(&g_region, memory_order_acquire);
+    if (r != NULL)
+        return r;
+    vgpu_atfork_install();
+    pthread_mutex_lock(&g_attach_mu);
+    r = atomic_load_explicit(&g_region, memory_order_acquire);
+    if (r == NULL) {
+        const struct vgpu_config *cfg = vgpu_config_get();
+        if (cfg->shared_cache != NULL)
+            r = attach_file(cfg->shared_cache);
+        else
+            vgpu_info("CUDA_DEVICE_MEMORY_SHARED_CACHE not set; limits apply per process");
+        if (r == NULL)
+            r = attach_private();
+        atomic_store_explicit(&g_region, r, memory_order_release);
+    }
+    pthread_mutex_unlock(&g_attach_mu);
+    return r;
+}
+
+/* ---- liveness ---------------------------------------------------------------------------- */
+
+static uint64_t read_start_time(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return 0;
+    /* fields after the command: state is field 3, starttime is field 22 */
+    int field = 2;
+    for (; *p != '\0'; p++) {
+        if (*p == ' ') {
+            field++;
+            if (field == 22)
+                return strtoull(p + 1, NULL, 10);
+        }
+    }
+    return 0;
+}
+
+static bool slot_dead(struct vgpu_region *r, int i)
+{
+    if (i == g_slot_idx)
+        return false;
+    if (g_private)
+        return true;
+    int locked = range_locked_by_other(g_fd, slot_offset(i), 1);
+    if (locked >= 0)
+        return locked == 0;
+    /* Fallback when the lock query fails: PID plus start time (PID reuse). */
+    pid_t pid = r->proc[i].pid;
+    if (pid <= 0)
+        return true;
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return true;
+    uint64_t st = read_start_time(pid);
+    return st != 0 && r->proc[i].start_time != 0 && st != r->proc[i].start_time;
+}
+
+/* Subtracts slot i's usage from the device totals and frees it.  Slots lock held. */
+static void release_slot(struct vgpu_region *r, int i)
+{
+    struct vgpu_region_proc *s = &r->proc[i];
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+        if (atomic_load(&s->used[d]) == 0)
+            continue;
+        lock_device(r, d);
+        uint64_t u = atomic_load(&s->used[d]);
+        uint64_t t = atomic_load(&r->dev[d].used);
+        atomic_store(&r->dev[d].used, t >= u ? t - u : 0);
+        atomic_store(&s->used[d], 0);
+        unlock_device(r, d);
+    }
+    atomic_store_explicit(&s->state, VGPU_SLOT_FREE, memory_order_release);
+}
+
+static int reclaim_locked(struct vgpu_region *r)
+{
+    int n = 0;
+    uint32_t hi = atomic_load(&r->h.proc_high);
+    if (hi > VGPU_REGION_MAX_PROCS)
+        hi = VGPU_REGION_MAX_PROCS;
+    for (uint32_t i = 0; i < hi; i++) {
+        if (atomic_load(&r->proc[i].state) != VGPU_SLOT_ACTIVE)
+            continue;
+        if (!slot_dead(r, (int)i))
+            continue;
+        vgpu_info("reclaiming slot %u of dead process %d", i, r->proc[i].pid);
+        release_slot(r, (int)i);
+        n++;
+    }
+    return n;
+}
+
+int vgpu_region_reclaim_dead(void)
+{
+    struct vgpu_region *r = vgpu_region_get();
+    if (r == NULL)
+        return 0;
+    lock_slots(r);
+    int n = reclaim_locked(r);
+    unlock_slots(r);
+    return n;
+}
+
+/* ---- registration ------------------------------------------------------------------------ */
+
+static void release_own_slot_at_exit(void)
+{
+    struct vgpu_region *r = atomic_load(&g_region);
+    struct vgpu_region_proc *s = atomic_load(&g_slot);
+    if (r == NULL || s == NULL || g_slot_pid != getpid())
+        return; /* e.g. a clone()d child that inherited our memory */
+    atomic_store(&g_exiting, true);
+    lock_slots(r);
+    release_slot(r, g_slot_idx);
+    unlock_slots(r);
+}
+
+struct vgpu_region_proc *vgpu_region_slot(void)
+{
+    struct vgpu_region_proc *s = atomic_load_explicit(&g_slot, memory_order_acquire);
+    if (s != NULL)
+        return s;
+    struct vgpu_region *r = vgpu_region_get();
+    if (r == NULL)
+        return NULL;
+    pthread_mutex_lock(&g_attach_mu);
+    s = atomic_load(&g_slot);
+    if (s != NULL) {
+        pthread_mutex_unlock(&g_attach_mu);
+        return s;
+    }
+    const struct vgpu_config *cfg = vgpu_config_get();
+    lock_slots(r);
+    reclaim_locked(r);
+    int idx = -1;
+    for (int i = 0; i < VGPU_REGION_MAX_PROCS; i++) {
+        if (atomic_load(&r->proc[i].state) != VGPU_SLOT_FREE)
+            continue;
+        if (!g_private && lock_range(g_fd, g_have_ofd ? F_OFD_SETLK : F_SETLK, F_WRLCK,
+                                     slot_offset(i), 1) < 0)
+            continue; /* somebody still holds that byte */
+        idx = i;
+        break;
+    }
+    if (idx >= 0) {
+        struct vgpu_region_proc *p = &r->proc[idx];
+        for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+            atomic_store(&p->used[d], 0);
+        p->pid = getpid();
+        p->host_pid = 0;
+        p->priority = cfg->priority;
+        p->start_time = read_start_time(p->pid);
+        atomic_store_explicit(&p->state, VGPU_SLOT_ACTIVE, memory_order_release);
+        if ((uint32_t)idx >= atomic_load(&r->h.proc_high))
+            atomic_store(&r->h.proc_high, (uint32_t)idx + 1);
+        g_slot_idx = idx;
+        g_slot_pid = p->pid;
+        s = p;
+    }
+    unlock_slots(r);
+    if (s == NULL) {
+        vgpu_error("shared region is full (%d processes); allocations of this process are refused",
+                   VGPU_REGION_MAX_PROCS);
+    } else {
+        if (!g_atexit_done) {
+            g_atexit_done = true;
+            atexit(release_own_slot_at_exit);
+        }
+        vgpu_debug("registered slot %d", idx);
+        atomic_store_explicit(&g_slot, s, memory_order_release);
+    }
+    pthread_mutex_unlock(&g_attach_mu);
+    return s;
+}
+
+/* ---- device records ---------------------------------------------------------------------- */
+
+int vgpu_region_device_find(const char *uuid)
+{
+    struct vgpu_region *r = vgpu_region_get();
+    if (r == NULL || uuid == NULL)
+        return -1;
+    uint32_t n = atomic_load_explicit(&r->h.device_count, memory_order_acquire);
+    if (n > VGPU_MAX_DEVICES)
+        n = VGPU_MAX_DEVICES;
+    for (uint32_t i = 0; i < n; i++) {
+        if (vgpu_uuid_equal(r->dev[i].uuid, uuid))
+            return (int)i;
+    }
+    return -1;
+}
+
+int vgpu_region_device_index(const char *uuid)
+{
+    int i = vgpu_region_device_find(uuid);
+    if (i >= 0)
+        return i;
+    struct vgpu_region *r = vgpu_region_get();
+    if (r == NULL)
+        return -1;
+    lock_slots(r);
+    uint32_t n = atomic_load(&r->h.device_count);
+    for (i = 0; i < (int)n && i < VGPU_MAX_DEVICES; i++) {
+        if (vgpu_uuid_equal(r->dev[i].uuid, uuid))
+            break;
+    }
+    if (i >= (int)n) {
+        if (n >= VGPU_MAX_DEVICES) {
+            i = -1;
+        } else {
+            i = (int)n;
+            snprintf(r->dev[i].uuid, sizeof r->dev[i].uuid, "%s", uuid);
+            atomic_store_explicit(&r->h.device_count, n + 1, memory_order_release);
+        }
+    }
+    unlock_slots(r);
+    if (i < 0)
+        vgpu_error("shared region has no room for device %s", uuid);
+    return i;
+}
+
+void vgpu_region_publish_limit(int didx, bool has_limit, uint64_t limit, unsigned sm)
+{
+    struct vgpu_region *r = vgpu_region_get();
+    if (r == NULL || didx < 0 || didx >= VGPU_MAX_DEVICES)
+        return;
+    atomic_store(&r->dev[didx].limit, has_limit ? limit : 0);
+    atomic_store(&r->dev[didx].has_limit, has_limit ? 1u : 0u);
+    atomic_store(&r->dev[didx].sm_limit, sm);
+}
+
+/* ---- charge / uncharge ------------------------------------------------------------------- */
+
+static void test_stall(void)
+{
+    static const char msg[] = "[libvgpu] TEST: stalling while holding the device lock\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    for (;;)
+        pause();
+}
+
+bool vgpu_region_charge(int didx, uint64_t size, bool has_limit, uint64_t limit)
+{
+    if (didx < 0 || didx >= VGPU_MAX_DEVICES || atomic_load(&g_exiting))
+        return false;
+    struct vgpu_region_proc *s = vgpu_region_slot();
+    struct vgpu_region *r = atomic_load(&g_region);
+    if (s == NULL || r == NULL)
+        return false;
+    struct vgpu_region_device *dev = &r->dev[didx];
+    lock_device(r, didx);
+    uint64_t used = atomic_load_explicit(&dev->used, memory_order_relaxed);
+    bool ok = size <= UINT64_MAX - used && (!has_limit || (size <= limit && used <= limit - size));
+    if (ok) {
+        atomic_store_explicit(&dev->used, used + size, memory_order_relaxed);
+        if (vgpu_config_get()->test_stall_in_lock)
+            test_stall();
+        atomic_fetch_add_explicit(&s->used[didx], size, memory_order_relaxed);
+        if (used + size > atomic_load_explicit(&dev->peak, memory_order_relaxed))
+            atomic_store_explicit(&dev->peak, used + size, memory_order_relaxed);
+    }
+    unlock_device(r, didx);
+    return ok;
+}
+
+void vgpu_region_uncharge(int didx, uint64_t size)
+{
+    if (didx < 0 || didx >= VGPU_MAX_DEVICES)
+        return;
+    struct vgpu_region_proc *s = atomic_load(&g_slot);
+    struct vgpu_region *r = atomic_load(&g_region);
+    if (s == NULL || r == NULL)
+        return;
+    lock_device(r, didx);
+    uint64_t used = atomic_load_explicit(&r->dev[didx].used, memory_order_relaxed);
+    atomic_store_explicit(&r->dev[didx].used, used >= size ? used - size : 0, memory_order_relaxed);
+    uint64_t mine = atomic_load_explicit(&s->used[didx], memory_order_relaxed);
+    atomic_store_explicit(&s->used[didx], mine >= size ? mine - size : 0, memory_order_relaxed);
+    unlock_device(r, didx);
+}
+
+uint64_t vgpu_region_used(int didx)
+{
+    struct vgpu_region *r = vgpu_region_get();
+    if (r == NULL || didx < 0 || didx >= VGPU_MAX_DEVICES)
+        return 0;
+    return atomic_load_explicit(&r->dev[didx].used, memory_order_relaxed);
+}
+
+/* ---- fork -------------------------------------------------------------------------------- */
+
+void vgpu_region_atfork_child(void)
+{
+    /* The child owns no device memory and must not keep the parent's slot: drop the mapping and
+     * our copy of the descriptor (the parent's liveness lock stays with the parent's copy) and
+     * register again on first use. */
+    struct vgpu_region *r = atomic_load(&g_region);
+    if (r != NULL)
+        munmap(r, sizeof(struct vgpu_region));
+    if (g_fd >= 0)
+        close(g_fd);
+    g_fd = -1;
+    g_private = false;
+    g_slot_idx = -1;
+    g_slot_pid = 0;
+    atomic_store(&g_slot, NULL);
+    atomic_store(&g_region, NULL);
+    atomic_store(&g_exiting, false);
+    pthread_mutex_init(&g_attach_mu, NULL);
+}

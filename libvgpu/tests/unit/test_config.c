@@ -1,0 +1,104 @@
+#include "check.h"
+#include "config.h"
+
+#include <string.h>
+
+#define GI (1024ULL * 1024 * 1024)
+#define MI (1024ULL * 1024)
+
+static struct vgpu_config cfg;
+
+static void parse(char **env)
+{
+    vgpu_config_parse(&cfg, env);
+}
+
+int main(void)
+{
+    unsigned cores;
+    struct vgpu_mem_limit l;
+
+    /* nothing set: unlimited, no cap, defaults */
+    {
+        char *env[] = {NULL};
+        parse(env);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-x", &cores);
+        CHECK(!l.set && cores == 0);
+        CHECK(cfg.priority == 1 && cfg.policy == VGPU_POLICY_DEFAULT && !cfg.disabled);
+        CHECK(cfg.oom_policy == VGPU_OOM_ERROR && cfg.shared_cache == NULL);
+    }
+    /* indexed variables: per-index overrides global */
+    {
+        char *env[] = {"CUDA_DEVICE_MEMORY_LIMIT=2g", "CUDA_DEVICE_MEMORY_LIMIT_1=4096m",
+                       "CUDA_DEVICE_SM_LIMIT=30", "CUDA_DEVICE_SM_LIMIT_1=60",
+                       "GPU_CORE_UTILIZATION_POLICY=FoRcE", "CUDA_TASK_PRIORITY=0",
+                       "VGPU_OOM_POLICY=KILL", "CUDA_DEVICE_MEMORY_SHARED_CACHE=/tmp/x.cache",
+                       NULL};
+        parse(env);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-a", &cores);
+        CHECK(l.set && l.bytes == 2 * GI && cores == 30);
+        l = vgpu_config_device_limit(&cfg, 1, "GPU-b", &cores);
+        CHECK(l.set && l.bytes == 4096 * MI && cores == 60);
+        CHECK(cfg.policy == VGPU_POLICY_FORCE && cfg.priority == 0 && cfg.oom_policy == VGPU_OOM_KILL);
+        CHECK(strcmp(cfg.shared_cache, "/tmp/x.cache") == 0);
+    }
+    /* bad sizes fail closed (limit 0 = refuse everything), 0 means unlimited (HAMi meaning) */
+    {
+        char *env[] = {"CUDA_DEVICE_MEMORY_LIMIT=4gb?", "CUDA_DEVICE_MEMORY_LIMIT_1=0",
+                       "CUDA_DEVICE_MEMORY_LIMIT_2=-1", "CUDA_DEVICE_MEMORY_LIMIT_3=",
+                       "CUDA_DEVICE_MEMORY_LIMIT_4=99999999999999999999999", NULL};
+        parse(env);
+        l = vgpu_config_device_limit(&cfg, 0, NULL, NULL);
+        CHECK(l.set && l.bytes == 0);
+        l = vgpu_config_device_limit(&cfg, 1, NULL, NULL);
+        CHECK(!l.set);
+        for (int i = 2; i <= 4; i++) {
+            l = vgpu_config_device_limit(&cfg, i, NULL, NULL);
+            CHECK(l.set && l.bytes == 0);
+        }
+        l = vgpu_config_device_limit(&cfg, 5, NULL, NULL); /* falls back to the bad global */
+        CHECK(l.set && l.bytes == 0);
+    }
+    /* UUID list wins over indexed variables; entries of one UUID add up; cores capped */
+    {
+        char *env[] = {"CUDA_DEVICE_MEMORY_LIMIT_0=1g",
+                       "CUDA_DEVICE_SM_LIMIT_0=10",
+                       "VGPU_DEVICE_LIMIT_aaaa_0=GPU-1111-2222,1073741824,30",
+                       "VGPU_DEVICE_LIMIT_bbbb_0=gpu-1111-2222,2147483648,80",
+                       "VGPU_DEVICE_LIMIT_cccc_0=GPU-3333, 4g ,20",
+                       "VGPU_DEVICE_LIMIT_dddd_0=GPU-4444,4gb?,20",
+                       NULL};
+        parse(env);
+        CHECK(cfg.uuid_mode && cfg.n_uuid == 4);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-1111-2222", &cores);
+        CHECK(l.set && l.bytes == 3 * GI && cores == 0 /* 110 -> 100 = no cap */);
+        l = vgpu_config_device_limit(&cfg, 1, "1111-2222", &cores); /* prefix-less match */
+        CHECK(l.set && l.bytes == 3 * GI);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-3333", &cores);
+        CHECK(l.set && l.bytes == 4 * GI && cores == 20);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-4444", &cores); /* bad memory: fail closed */
+        CHECK(l.set && l.bytes == 0);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-9999", &cores); /* not in the claim */
+        CHECK(l.set && l.bytes == 0 && cores == 0);
+        l = vgpu_config_device_limit(&cfg, 0, NULL, &cores); /* UUID unknown */
+        CHECK(l.set && l.bytes == 0);
+    }
+    /* SM parsing */
+    {
+        char *env[] = {"CUDA_DEVICE_SM_LIMIT=50%", "CUDA_DEVICE_SM_LIMIT_1=150",
+                       "CUDA_DEVICE_SM_LIMIT_2=100", "CUDA_DEVICE_SM_LIMIT_3=0",
+                       "GPU_CORE_UTILIZATION_POLICY=Disable", "CUDA_DISABLE_CONTROL=TRUE",
+                       "LIBCUDA_LOG_LEVEL=0", NULL};
+        parse(env);
+        CHECK(vgpu_config_device_limit(&cfg, 0, NULL, &cores).set == false && cores == 50);
+        vgpu_config_device_limit(&cfg, 1, NULL, &cores);
+        CHECK(cores == 0);
+        vgpu_config_device_limit(&cfg, 2, NULL, &cores);
+        CHECK(cores == 0);
+        vgpu_config_device_limit(&cfg, 3, NULL, &cores);
+        CHECK(cores == 0);
+        CHECK(cfg.policy == VGPU_POLICY_DISABLE && cfg.disabled && cfg.log_level == 0);
+    }
+    CHECK(vgpu_uuid_equal("GPU-ABCD", "abcd") && !vgpu_uuid_equal("GPU-ab", "GPU-abc"));
+    CHECK_DONE();
+}
