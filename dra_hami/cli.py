@@ -178,8 +178,8 @@ def kubelet_plugin(**kwargs) -> None:
     from dra_hami import logs
     from dra_hami.discovery import DiscoveryError
     from dra_hami.plugin.main import PluginOptions, run
-    from dra_hami.publisher.policy import PolicyError
     from dra_hami.publisher.device import PoolError
+    from dra_hami.publisher.policy import PolicyError
 
     logs.setup(kwargs.pop("log_level"), kwargs.pop("log_format"))
     driver = kwargs["driver_name"]
