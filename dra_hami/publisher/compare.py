@@ -14,7 +14,8 @@ from dra_hami.quantity import QuantityError, to_decimal
 
 def same_content(desired: dict[str, Any], stored: dict[str, Any]) -> bool:
     """Equal specs ignoring the pool generation, our labels present, our owner references present."""
-    if _canonical_spec(desired.get("spec") or {}) != _canonical_spec(stored.get("spec") or {}):
+    want_spec = _canonical_spec(desired.get("spec") or {})
+    if want_spec != _only_our_fields(want_spec, _canonical_spec(stored.get("spec") or {})):
         return False
     want, have = desired.get("metadata") or {}, stored.get("metadata") or {}
     labels = have.get("labels") or {}
@@ -72,6 +73,18 @@ def _prune(value: Any) -> Any:
     if isinstance(value, Decimal):
         return value.normalize()
     return value
+
+
+def _only_our_fields(want: dict[str, Any], have: dict[str, Any]) -> dict[str, Any]:
+    """``have`` without fields we never set (a newer API server may default new ones); devices and their
+    attribute and capacity maps are ours whole, so an entry we dropped still counts as a difference."""
+    projected = {key: value for key, value in have.items() if key in want}
+    if "devices" in projected and len(want.get("devices") or []) == len(projected["devices"]):
+        projected["devices"] = [
+            {key: value for key, value in device.items() if key in wanted}
+            for wanted, device in zip(want["devices"], projected["devices"], strict=True)
+        ]
+    return projected
 
 
 def _owner_key(ref: dict[str, Any]) -> tuple[Any, ...]:

@@ -359,3 +359,30 @@ def test_loop_does_not_churn() -> None:
         wait_for(lambda: PREFIX + "0" in store.objects)
         time.sleep(0.3)  # many passes, and the watch sees our own write
     assert store.writes == [("create", PREFIX + "0")]
+
+
+def test_fields_a_newer_api_server_defaults_cause_no_churn():
+    """A server that adds fields we never set (new API defaults) must not make us rewrite the pool."""
+    import copy
+
+    from dra_hami.publisher.compare import same_content
+
+    desired = {
+        "spec": {
+            "driver": "d",
+            "pool": {"name": "n", "generation": 1, "resourceSliceCount": 1},
+            "devices": [{"name": "hami-gpu-0", "attributes": {"type": {"string": "hami-gpu"}}, "capacity": {}}],
+        }
+    }
+    stored = copy.deepcopy(desired)
+    stored = {
+        "spec": {
+            **stored["spec"],
+            "futureSpecField": True,
+            "devices": [{**stored["spec"]["devices"][0], "futureDeviceField": {"x": 1}}],
+        }
+    }
+    assert same_content(desired, stored)
+    # ... but an attribute we no longer publish is a difference.
+    stored["spec"]["devices"][0]["attributes"]["stale"] = {"int": 1}
+    assert not same_content(desired, stored)
