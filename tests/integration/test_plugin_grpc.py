@@ -232,3 +232,24 @@ def test_unwritable_cdi_dir_is_a_claim_error_without_half_written_spec(plugin, a
     assert "writing the CDI spec" in error
     assert not [p for p in plugin.cdi_dir.iterdir() if p.is_file()]
     assert not (plugin.vgpu_dir / "claims" / claim["metadata"]["uid"]).exists()
+
+
+def test_fields_from_a_newer_api_server_do_not_break_prepare(plugin, api):
+    """Claims are read as raw JSON: fields this client release does not know are carried, never fatal."""
+    claim = allocated_claim("c1")
+    claim["status"]["allocation"]["devices"]["results"][0]["futureResultField"] = {"mode": "x"}
+    claim["status"]["allocation"]["futureAllocationField"] = [1, 2]
+    claim["spec"]["futureSpecField"] = True
+    create(api, claim)
+    entry = plugin.prepare([claim]).claims[claim["metadata"]["uid"]]
+    assert entry.error == "" and len(entry.devices) == 1
+
+
+def test_typed_client_models_would_drop_such_fields():
+    """Why objects stay dicts: the official client's typed models silently drop unknown fields."""
+    from kubernetes.client import ResourceV1ResourceClaim
+
+    raw = allocated_claim("c1")
+    raw["status"]["allocation"]["devices"]["results"][0]["futureResultField"] = {"mode": "x"}
+    typed = ResourceV1ResourceClaim.from_dict({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", **raw})
+    assert "futureResultField" not in json.dumps(typed.to_dict())
