@@ -206,5 +206,9 @@ def kubelet_plugin(**kwargs) -> None:
 def demo(output: Path | None, profile: str, examples: Path | None) -> None:
     """Show the whole node path on fake GPUs: slices, allocation, kubelet prepare over gRPC, CDI specs."""
     from dra_hami.demo.run import run_demo
+    from dra_hami.discovery import DiscoveryError
 
-    run_demo(output=output, profile=profile, examples=examples)
+    try:
+        run_demo(output=output, profile=profile, examples=examples)
+    except (DiscoveryError, ValueError) as err:
+        raise click.ClickException(str(err)) from err

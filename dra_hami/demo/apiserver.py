@@ -11,6 +11,7 @@ import copy
 import json
 import queue
 import re
+import sys
 import threading
 import uuid
 from http import HTTPStatus
@@ -37,7 +38,7 @@ class FakeApiServer:
         self._watchers: list[tuple[str, queue.Queue]] = []
         self.requests: list[tuple[str, str]] = []  # (method, path), for tests that count API calls
         handler = type("Handler", (_Handler,), {"store": self})
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._http = _QuietServer(("127.0.0.1", 0), handler)
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
 
@@ -195,6 +196,13 @@ def _status(code: HTTPStatus, message: str, reason: str = "") -> tuple[int, dict
 
 def _not_found(resource: str, name: str) -> tuple[int, dict[str, Any]]:
     return _status(HTTPStatus.NOT_FOUND, f'{resource}.resource.k8s.io "{name}" not found', "NotFound")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a watch being closed, a process exiting) is normal here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

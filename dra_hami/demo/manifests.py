@@ -36,6 +36,7 @@ def load(directory: Path) -> Manifests:
             elif kind == "ResourceClaimTemplate":
                 found.templates[key] = doc
             elif kind == "ResourceClaim":
+                meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"claim/{key[0]}/{key[1]}")))
                 found.claims[key] = doc
             elif kind == "Pod":
                 meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"pod/{key[0]}/{key[1]}")))

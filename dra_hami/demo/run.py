@@ -12,17 +12,18 @@ import click
 import yaml
 
 from dra_hami import wire
+from dra_hami.demo import libvgpu_run
 from dra_hami.demo import manifests as manifest_io
 from dra_hami.demo.allocation import allocate_examples
 from dra_hami.demo.apiserver import FakeApiServer
 from dra_hami.demo.kubelet import PluginProcess
-from dra_hami.discovery import load_discovery
+from dra_hami.discovery import GpuInfo, load_discovery
 from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool, device_class
 
 NODE = "demo-node"
+DEMO_CLAIM = "inference-gpu"  # the 4 GiB slice of examples/single-slice.yaml
 REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-REPO_LIBVGPU = Path(__file__).resolve().parents[2] / "libvgpu" / "build" / "libvgpu.so"
 
 
 def run_demo(output: Path | None, profile: str, examples: Path | None, policy: str = "first-fit") -> None:
@@ -52,10 +53,11 @@ def run_demo(output: Path | None, profile: str, examples: Path | None, policy: s
         try:
             for claim in allocated.claims:
                 api.put("resourceclaims", claim)
-            libvgpu = REPO_LIBVGPU if REPO_LIBVGPU.is_file() else None
+            build = libvgpu_run.ensure_built(click.echo)
+            libvgpu = build / "libvgpu.so" if build else None
             plugin = PluginProcess(root, api, node_name=NODE, profile=profile, libvgpu=libvgpu).start()
             try:
-                _show_node(plugin, allocated.claims, libvgpu)
+                _show_node(plugin, allocated.claims, libvgpu, gpus)
                 if output:
                     _write_output(output, slices, allocated.claims, plugin.cdi_dir)
             finally:
@@ -64,7 +66,7 @@ def run_demo(output: Path | None, profile: str, examples: Path | None, policy: s
             api.stop()
 
 
-def _show_node(plugin: PluginProcess, claims: list[dict[str, Any]], libvgpu: Path | None) -> None:
+def _show_node(plugin: PluginProcess, claims: list[dict[str, Any]], libvgpu: Path | None, gpus: list[GpuInfo]) -> None:
     _title(f"kubelet plugin process {plugin.proc.pid if plugin.proc else '?'}: registration")
     info = plugin.get_info()
     click.echo(f"  GetInfo -> type={info.type} name={info.name}")
@@ -72,7 +74,8 @@ def _show_node(plugin: PluginProcess, claims: list[dict[str, Any]], libvgpu: Pat
     click.echo(f"             supported_versions={list(info.supported_versions)}")
     plugin.notify_registered(True)
     if libvgpu is None:
-        click.echo("  (libvgpu is not built here: `make -C libvgpu` builds it; specs name its host path anyway)")
+        click.echo("  (libvgpu could not be built here: `make -C libvgpu` needs make and a C compiler; the specs")
+        click.echo("   name its host path anyway, and the libvgpu run at the end is left out)")
 
     _title("NodePrepareResources (v1) for every allocated claim, over gRPC")
     prepared = [c for c in claims if (c.get("status") or {}).get("allocation")]
@@ -92,7 +95,37 @@ def _show_node(plugin: PluginProcess, claims: list[dict[str, Any]], libvgpu: Pat
     _title(f"CDI specs written to {plugin.cdi_dir} (applied by the container runtime)")
     for path in sorted(plugin.cdi_dir.glob("*.json")):
         click.echo(f"-- {path.name}")
-        click.echo(json.dumps(json.loads(path.read_text()), indent=2))
+        spec = json.loads(path.read_text())
+        click.echo(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=200).rstrip())
+
+    if libvgpu is not None:
+        _show_libvgpu(libvgpu.parent, plugin, prepared, response, gpus)
+
+
+def _show_libvgpu(
+    build: Path, plugin: PluginProcess, claims: list[dict[str, Any]], response, gpus: list[GpuInfo]
+) -> None:
+    """Run a CUDA program as a container of one prepared claim would run it, and show the cap hold."""
+    claim = next((c for c in claims if c["metadata"]["name"] == DEMO_CLAIM), claims[0] if claims else None)
+    entry = response.claims[claim["metadata"]["uid"]] if claim else None
+    if entry is None or entry.error or not entry.devices:
+        return
+    device = entry.devices[0]
+    cdi_name = device.cdi_device_ids[0].split("=", 1)[1]
+    spec = json.loads(next(plugin.cdi_dir.glob(f"*{claim['metadata']['uid']}.json")).read_text())
+    env = libvgpu_run.container_env(spec, cdi_name, plugin.vgpu_dir)
+    gpu = next(g for g in gpus if g.device_name == device.device_name)
+    cap = int(env[wire.ENV_MEMORY_LIMIT_INDEXED.format(index=0)].removesuffix("m")) << 20
+    run = libvgpu_run.run_alloc(build, env, gpu, cap)
+    mib = 1 << 20
+    _title(
+        f"libvgpu in a container of claim {claim['metadata']['namespace']}/{claim['metadata']['name']}: "
+        f"fake {gpu.name} ({gpu.memory_bytes // mib} MiB), slice {cap // mib} MiB"
+    )
+    click.echo(f"  cuDeviceTotalMem                 -> {run.total_mem // mib} MiB (the slice, not the card)")
+    click.echo(f"  cuMemAlloc({run.first_size // mib} MiB)             -> {run.first_result}")
+    click.echo(f"  cuMemGetInfo                     -> free {run.info_free // mib} MiB of {run.info_total // mib} MiB")
+    click.echo(f"  cuMemAlloc({run.first_size // mib} MiB) again       -> {run.second_result}")
 
 
 def _write_output(output: Path, slices: list[dict[str, Any]], claims: list[dict[str, Any]], cdi_dir: Path) -> None:

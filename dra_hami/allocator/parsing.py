@@ -1,0 +1,88 @@
+"""Small helpers shared by the parsers: typed field access with errors that name object and field."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+from .errors import ParseError
+
+
+def object_label(kind: str, obj: dict[str, Any]) -> str:
+    """``ResourceClaim default/c1`` or ``Node node-a``: how error messages name an object."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") or "<unnamed>"
+    namespace = meta.get("namespace")
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+def fail(label: str, path: str, message: str) -> ParseError:
+    return ParseError(f"{label}: {path}: {message}")
+
+
+def quantity(value: Any, label: str, path: str) -> int:
+    """A quantity as an exact integer (bytes, cores, shares); fractions round up like Quantity.Value()."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise fail(label, path, f"{json.dumps(value)} is not a quantity")
+    try:
+        parsed: Decimal = parse_quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        raise fail(label, path, f"{json.dumps(value)} is not a quantity") from None
+    integral = int(parsed.to_integral_value(rounding="ROUND_CEILING"))
+    return integral
+
+
+def milli_quantity(value: Any, label: str, path: str) -> int:
+    """A quantity in thousandths (cpu), rounded up like Quantity.MilliValue()."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise fail(label, path, f"{json.dumps(value)} is not a quantity")
+    try:
+        parsed: Decimal = parse_quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        raise fail(label, path, f"{json.dumps(value)} is not a quantity") from None
+    return int((parsed * 1000).to_integral_value(rounding="ROUND_CEILING"))
+
+
+def mapping(value: Any, label: str, path: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(label, path, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def sequence(value: Any, label: str, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise fail(label, path, f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def string(value: Any, label: str, path: str, *, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise fail(
+            label, path, "required string missing" if value in (None, "") else f"{json.dumps(value)} is not a string"
+        )
+    return value
+
+
+def integer(value: Any, label: str, path: str, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(label, path, f"{json.dumps(value)} is not an integer")
+    return value
+
+
+def boolean(value: Any, label: str, path: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise fail(label, path, f"{json.dumps(value)} is not a boolean")
+    return value

@@ -1,0 +1,384 @@
+"""The cluster as the allocator sees it: devices indexed by node, per-device usage kept incrementally.
+
+Usage counts every allocation in the cluster the way the scheduler's GatherAllocatedState does: results with a
+shareID add their consumedCapacity to the device, results without one (and without adminAccess) hold the
+device exclusively, adminAccess results are not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .capacity import SHARES, base_name
+from .cel import SelectorCache
+from .errors import SelectorError
+from .fragmentation import DemandModel, DemandSnapshot, FragmentationScorer, GpuState, TaskKind
+from .model import (
+    AllocatedDevice,
+    Claim,
+    Device,
+    DeviceClass,
+    DeviceKey,
+    parse_claim,
+    parse_device_class,
+    parse_slices,
+)
+from .nodes import Node, NodeLoad, Pod, parse_node, parse_pod, static_rejection, static_signature
+from .ordering import node_order_key
+
+if TYPE_CHECKING:
+    from .allocate import Placement
+
+
+@dataclass(slots=True)
+class DeviceUsage:
+    consumed: dict[str, int] = field(default_factory=dict)  # summed consumedCapacity of shared results
+    shares: int = 0  # shared results
+    exclusive: int = 0  # results that hold the device exclusively
+
+    @property
+    def idle(self) -> bool:
+        return not self.exclusive and not self.shares
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSummary:
+    """Cheap upper bounds used to skip nodes before searching them."""
+
+    devices: int
+    free_devices: int  # devices not held exclusively (and, for dedicated devices, not shared either)
+    max_free: Mapping[str, tuple[int, str]]  # per capacity key: the most any one such device has left, and which
+    utilisation: float  # mean device utilisation, 0..1 (node-level binpack/spread)
+
+
+_EMPTY_USAGE = DeviceUsage()
+
+
+class ClusterState:
+    """Mutable, incrementally maintained state. ``commit`` and ``release`` keep it current without re-parsing."""
+
+    def __init__(
+        self,
+        devices: Iterable[Device],
+        device_classes: Iterable[DeviceClass] = (),
+        claims: Iterable[Claim] = (),
+        nodes: Iterable[Node] = (),
+        pods: Iterable[Pod] = (),
+        selectors: SelectorCache | None = None,
+        demand: DemandModel | None = None,
+    ) -> None:
+        self.selectors = selectors or SelectorCache()
+        self.demand = demand or DemandModel()
+        self.devices: dict[DeviceKey, Device] = {}
+        self._node_local: dict[str, list[Device]] = {}
+        self._elsewhere: list[Device] = []  # devices of allNodes / nodeSelector slices
+        for device in devices:
+            self.devices[device.key] = device
+            if device.node_name:
+                self._node_local.setdefault(device.node_name, []).append(device)
+            else:
+                self._elsewhere.append(device)
+        self.classes: dict[str, DeviceClass] = {c.name: c for c in device_classes}
+        self.nodes: dict[str, Node] = {n.name: n for n in nodes}
+        self.node_names: list[str] = sorted(self.nodes)
+        self._usage: dict[DeviceKey, DeviceUsage] = {}
+        self._claims: dict[str, tuple[AllocatedDevice, ...]] = {}
+        self._claim_nodes: dict[str, Any] = {}
+        self._loads: dict[str, NodeLoad] = {}
+        self._pods: dict[str, tuple[str, int, int]] = {}
+        self._summaries: dict[str, NodeSummary] = {}
+        self._devices_for_node: dict[str, list[Device]] = {}
+        self._scorer: FragmentationScorer | None = None
+        self._utilisation: dict[DeviceKey, float] = {}
+        self._order_keys: dict[str, dict[str, tuple]] = {}  # node policy -> node -> sort key
+        self._node_versions: dict[str, int] = {}
+        self._global_version = 0  # bumped when a device outside any one node changes
+        self._static_filters: dict[tuple, tuple[list[str], dict[str, str]]] = {}
+        # (node, what the pod asks for) -> (node version, why it cannot fit): nodes that did not change since
+        # they last refused the same request are not searched again.
+        self.refusals: dict[tuple[str, tuple], tuple[tuple[int, int], str]] = {}
+        for claim in claims:
+            self.record_claim(claim)
+        for pod in pods:
+            self.record_pod(pod)
+
+    @classmethod
+    def from_objects(
+        cls,
+        *,
+        slices: Iterable[dict[str, Any]] = (),
+        device_classes: Iterable[dict[str, Any]] = (),
+        claims: Iterable[dict[str, Any]] = (),
+        nodes: Iterable[dict[str, Any]] = (),
+        pods: Iterable[dict[str, Any]] = (),
+        selectors: SelectorCache | None = None,
+        demand: DemandModel | None = None,
+    ) -> ClusterState:
+        """Build from the API server's JSON objects (resource.k8s.io/v1 and core/v1)."""
+        return cls(
+            parse_slices(slices),
+            [parse_device_class(c) for c in device_classes],
+            [parse_claim(c) for c in claims],
+            [parse_node(n) for n in nodes],
+            [parse_pod(p) for p in pods],
+            selectors=selectors,
+            demand=demand,
+        )
+
+    # ------------------------------------------------------------------------------------- reading
+
+    def devices_on(self, node: Node) -> list[Device]:
+        """Devices usable on ``node``: its own, then those of cluster-wide or node-selector slices."""
+        cached = self._devices_for_node.get(node.name)
+        if cached is None:
+            cached = list(self._node_local.get(node.name, ()))
+            cached += [
+                d
+                for d in self._elsewhere
+                if d.all_nodes or (d.node_selector is not None and d.node_selector.matches(node))
+            ]
+            self._devices_for_node[node.name] = cached
+        return cached
+
+    def usage(self, key: DeviceKey) -> DeviceUsage:
+        return self._usage.get(key, _EMPTY_USAGE)
+
+    def load(self, node_name: str) -> NodeLoad:
+        return self._loads.get(node_name) or NodeLoad()
+
+    def allocated_claims(self) -> list[str]:
+        return sorted(self._claims)
+
+    def is_allocated(self, claim_key: str) -> bool:
+        return claim_key in self._claims
+
+    def utilisation(self, device: Device) -> float:
+        """How much of the device is in use, 0..1: the mean over its capacity keys other than shares."""
+        cached = self._utilisation.get(device.key)
+        if cached is None:
+            cached = self._utilisation[device.key] = self._compute_utilisation(device)
+        return cached
+
+    def node_version(self, node_name: str) -> tuple[int, int]:
+        """Changes whenever the usage of a device visible from the node changes."""
+        return self._node_versions.get(node_name, 0), self._global_version
+
+    def warm_selectors(self) -> int:
+        """Evaluate every DeviceClass selector on every device now (~0.5 ms each) instead of on first use.
+
+        Returns how many selector results are cached. Runtime errors are cached too and reported when used.
+        """
+        count = 0
+        for device_class in self.classes.values():
+            for i, expression in enumerate(device_class.selectors):
+                where = f"DeviceClass {device_class.name}: spec.selectors[{i}].cel.expression"
+                for device in self.devices.values():
+                    try:
+                        self.selectors.matches(expression, device, where)
+                    except SelectorError:
+                        pass
+                    count += 1
+        return count
+
+    def in_policy_order(self, policy: str, names: list[str]) -> list[str]:
+        """``names`` sorted by the node-level policy; sort keys are cached until a node's usage changes."""
+        keys = self._order_keys.setdefault(policy, {})
+        nodes = self.nodes
+
+        def key(name: str) -> tuple:
+            cached = keys.get(name)
+            if cached is None:
+                node = nodes.get(name)
+                utilisation = self.summary(node).utilisation if node is not None else 0.0
+                cached = keys[name] = node_order_key(policy, name, utilisation)
+            return cached
+
+        return sorted(names, key=key)
+
+    def static_filter(self, pod: Pod) -> tuple[list[str], dict[str, str]]:
+        """Nodes passing the pod-spec-only checks, and why the others fail; cached per pod shape."""
+        signature = static_signature(pod)
+        cached = self._static_filters.get(signature)
+        if cached is None:
+            passing, reasons = [], {}
+            for name in self.node_names:
+                reason = static_rejection(self.nodes[name], pod)
+                if reason is None:
+                    passing.append(name)
+                else:
+                    reasons[name] = reason
+            if len(self._static_filters) > 4096:
+                self._static_filters.clear()
+            cached = self._static_filters[signature] = (passing, reasons)
+        return cached
+
+    def _compute_utilisation(self, device: Device) -> float:
+        usage = self.usage(device.key)
+        if usage.exclusive:
+            return 1.0
+        if not usage.consumed:
+            return 0.0
+        keys = [k for k in device.capacity if base_name(k) != SHARES] or list(device.capacity)
+        if not keys:
+            return 1.0 if usage.shares else 0.0
+        return sum(min(1.0, usage.consumed.get(k, 0) / (device.capacity[k].value or 1)) for k in keys) / len(keys)
+
+    def summary(self, node: Node) -> NodeSummary:
+        cached = self._summaries.get(node.name)
+        if cached is None:
+            cached = self._summaries[node.name] = self._summarise(self.devices_on(node))
+        return cached
+
+    def _summarise(self, devices: list[Device]) -> NodeSummary:
+        free_devices, max_free, util = 0, {}, 0.0
+        for device in devices:
+            usage = self.usage(device.key)
+            util += self.utilisation(device)
+            if usage.exclusive or (not device.allow_multiple_allocations and not usage.idle):
+                continue
+            free_devices += 1
+            for key, cap in device.capacity.items():
+                left = cap.value - usage.consumed.get(key, 0)
+                if left > max_free.get(key, (-1, ""))[0]:
+                    max_free[key] = (left, device.name)
+        return NodeSummary(len(devices), free_devices, max_free, util / len(devices) if devices else 0.0)
+
+    def fragmentation_scorer(self, snapshot: DemandSnapshot) -> FragmentationScorer:
+        """One scorer per demand snapshot, so per-GPU profiles stay cached across pods."""
+        if self._scorer is None or self._scorer.snapshot is not snapshot:
+            self._scorer = FragmentationScorer(snapshot)
+        return self._scorer
+
+    def gpu_state(self, device: Device, extra: Mapping[str, int] | None = None, exclusive: bool = False) -> GpuState:
+        """The device as fragmentation scoring sees it, optionally with a hypothetical allocation added."""
+        usage = self.usage(device.key)
+        memory_key = next((k for k in device.capacity if base_name(k) == "memory"), None)
+        cores_key = next((k for k in device.capacity if base_name(k) == "cores"), None)
+        shares_key = next((k for k in device.capacity if base_name(k) == SHARES), None)
+
+        def free(key: str | None) -> tuple[int, int]:
+            if key is None:
+                return 1, 1
+            total = device.capacity[key].value
+            used = usage.consumed.get(key, 0) + (extra.get(key, 0) if extra else 0)
+            return total, max(0, total - used)
+
+        held = bool(usage.exclusive) or exclusive or (not device.allow_multiple_allocations and not usage.idle)
+        memory_total, memory_free = free(memory_key)
+        cores_total, cores_free = free(cores_key)
+        _, shares_free = free(shares_key)
+        if held:
+            memory_free = cores_free = 0
+        return GpuState(memory_total, memory_free, cores_total, cores_free, not held and shares_free > 0)
+
+    # ------------------------------------------------------------------------------------- writing
+
+    def record_claim(self, claim: Claim | dict[str, Any]) -> None:
+        """Account a claim's allocation, whoever made it (replaces what was recorded for it before)."""
+        if isinstance(claim, dict):
+            claim = parse_claim(claim)
+        self.release(claim.key)
+        if claim.allocation is not None:
+            self._add(claim.key, claim.allocation.results)
+
+    def release(self, claim_key: str) -> None:
+        """Forget a claim's allocation (deallocated or deleted): its devices and capacity become free again."""
+        results = self._claims.pop(claim_key, None)
+        if not results:
+            return
+        for result in results:
+            usage = self._usage.get(result.device)
+            if usage is None:
+                continue
+            if result.share_id:
+                usage.shares -= 1
+                for key, amount in result.consumed.items():
+                    usage.consumed[key] = usage.consumed.get(key, 0) - amount
+                    if usage.consumed[key] <= 0:
+                        del usage.consumed[key]
+            else:
+                usage.exclusive -= 1
+            self._touch(result.device)
+
+    def record_pod(self, pod: Pod | dict[str, Any]) -> None:
+        """Account a pod's cpu/memory on its node (pods not yet bound and finished pods hold nothing)."""
+        if isinstance(pod, dict):
+            pod = parse_pod(pod)
+        self.forget_pod(pod.key)
+        if pod.node_name and not pod.terminal:
+            self._add_pod(pod.key, pod.node_name, pod.milli_cpu, pod.memory)
+
+    def forget_pod(self, pod_key: str) -> None:
+        entry = self._pods.pop(pod_key, None)
+        if entry is not None:
+            node_name, cpu, memory = entry
+            load = self._loads[node_name]
+            load.milli_cpu, load.memory, load.pods = load.milli_cpu - cpu, load.memory - memory, load.pods - 1
+
+    def commit(self, placement: Placement) -> None:
+        """Apply a placement the caller has written (or, in a simulation, decided): O(devices touched)."""
+        for claim in placement.claims:
+            self.release(claim.claim_key)
+            self._add(claim.claim_key, claim.results)
+            for kind in claim.task_kinds:
+                self.demand.observe(kind)
+        self._add_pod(placement.pod.key, placement.node_name, placement.pod.milli_cpu, placement.pod.memory)
+
+    def _add(self, claim_key: str, results: tuple[AllocatedDevice, ...]) -> None:
+        counted = tuple(r for r in results if not r.admin_access)
+        self._claims[claim_key] = counted
+        for result in counted:
+            usage = self._usage.setdefault(result.device, DeviceUsage())
+            if result.share_id:
+                usage.shares += 1
+                for key, amount in result.consumed.items():
+                    usage.consumed[key] = usage.consumed.get(key, 0) + amount
+            else:
+                usage.exclusive += 1
+            self._touch(result.device)
+
+    def _add_pod(self, pod_key: str, node_name: str, cpu: int, memory: int) -> None:
+        self.forget_pod(pod_key)
+        self._pods[pod_key] = (node_name, cpu, memory)
+        load = self._loads.setdefault(node_name, NodeLoad())
+        load.milli_cpu, load.memory, load.pods = load.milli_cpu + cpu, load.memory + memory, load.pods + 1
+
+    def _touch(self, key: DeviceKey) -> None:
+        self._utilisation.pop(key, None)
+        device = self.devices.get(key)
+        if device is None:
+            return
+        if device.node_name:
+            self._summaries.pop(device.node_name, None)
+            for keys in self._order_keys.values():
+                keys.pop(device.node_name, None)
+            self._node_versions[device.node_name] = self._node_versions.get(device.node_name, 0) + 1
+        else:
+            self._summaries.clear()  # a shared device may be visible from any node
+            self._order_keys.clear()
+            self._global_version += 1
+        if len(self.refusals) > 500_000:
+            self.refusals.clear()
+
+
+def task_kinds(results: Iterable[tuple[str, Device, Mapping[str, int] | None]]) -> list[TaskKind]:
+    """One task kind per request: GPUs it took, and the largest memory share / cores it took of one of them."""
+    by_request: dict[str, list[tuple[Device, Mapping[str, int] | None]]] = {}
+    for request, device, amounts in results:
+        by_request.setdefault(request, []).append((device, amounts))
+    kinds = []
+    for taken in by_request.values():
+        share, cores = 0.0, 0
+        for device, amounts in taken:
+            if amounts is None:  # dedicated device: the whole GPU
+                share, cores = 1.0, 100
+                continue
+            for key, cap in device.capacity.items():
+                if base_name(key) == "memory" and cap.value:
+                    share = max(share, amounts.get(key, 0) / cap.value)
+                elif base_name(key) == "cores":
+                    cores = max(cores, amounts.get(key, 0))
+        kinds.append(TaskKind.bucketed(len(taken), share or 1.0, cores))
+    return kinds
