@@ -22,12 +22,20 @@ class ClaimSpecStore:
         self._prefix = f"{vendor}-{cls}_"  # the transient-spec file naming of cdi.spec_file_name
 
     def write(self, claim_uid: str, spec: dict[str, Any]) -> None:
-        model = cdi.build_spec(
+        cdi.write_spec(self._dir, self._model(spec), claim_uid)
+
+    def holds(self, claim_uid: str, spec: dict[str, Any]) -> bool:
+        try:
+            return self.path(claim_uid).read_text() == cdi.spec_to_json(self._model(spec))
+        except OSError:
+            return False
+
+    def _model(self, spec: dict[str, Any]) -> cdi.Spec:
+        return cdi.build_spec(
             spec["kind"],
             [cdi.Device.model_validate(device) for device in spec["devices"]],
             container_edits=cdi.ContainerEdits.model_validate(spec.get("containerEdits") or {}),
         )
-        cdi.write_spec(self._dir, model, claim_uid)
 
     def remove(self, claim_uid: str) -> None:
         cdi.remove_spec(self._dir, claim_uid, self._kind)

@@ -45,6 +45,7 @@ class PluginProcess:
     cdi_root: Path | None = None  # the runtime's CDI dir; default: a private one under root
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
+    _dra: grpc.Channel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Unix socket paths are limited to 107 bytes: keep sockets under a short directory.
@@ -121,6 +122,9 @@ class PluginProcess:
         raise TimeoutError(f"plugin not ready after {timeout}s:\n{self.log_path.read_text()}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self._dra is not None:
+            self._dra.close()
+            self._dra = None
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
             self.proc.wait(timeout=15)
@@ -138,6 +142,12 @@ class PluginProcess:
     def _channel(self, socket: Path) -> grpc.Channel:
         return grpc.insecure_channel(f"unix://{socket}")
 
+    def _dra_channel(self) -> grpc.Channel:
+        """One connection for all DRA calls, kept open as the kubelet keeps its own."""
+        if self._dra is None:
+            self._dra = self._channel(self.dra_socket)
+        return self._dra
+
     def get_info(self, timeout: float = 5) -> pluginregistration_pb2.PluginInfo:
         with self._channel(self.registration_socket) as channel:
             stub = pluginregistration_pb2_grpc.RegistrationStub(channel)
@@ -153,13 +163,11 @@ class PluginProcess:
     def prepare(self, claims: list[dict[str, Any]], version: str = "v1", timeout: float = 45):
         pb2, grpc_mod = (dra_v1_pb2, dra_v1_pb2_grpc) if version == "v1" else (dra_v1beta1_pb2, dra_v1beta1_pb2_grpc)
         request = pb2.NodePrepareResourcesRequest(claims=[_claim_message(pb2, c) for c in claims])
-        with self._channel(self.dra_socket) as channel:
-            return grpc_mod.DRAPluginStub(channel).NodePrepareResources(request, timeout=timeout)
+        return grpc_mod.DRAPluginStub(self._dra_channel()).NodePrepareResources(request, timeout=timeout)
 
     def unprepare(self, claims: list[dict[str, Any]], timeout: float = 45):
         request = dra_v1_pb2.NodeUnprepareResourcesRequest(claims=[_claim_message(dra_v1_pb2, c) for c in claims])
-        with self._channel(self.dra_socket) as channel:
-            return dra_v1_pb2_grpc.DRAPluginStub(channel).NodeUnprepareResources(request, timeout=timeout)
+        return dra_v1_pb2_grpc.DRAPluginStub(self._dra_channel()).NodeUnprepareResources(request, timeout=timeout)
 
 
 def _claim_message(pb2, claim: dict[str, Any]):

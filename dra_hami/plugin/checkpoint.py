@@ -104,10 +104,18 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: unreadable checkpoint ({err.__class__.__name__}: {err})") from err
 
     def save(self, records: dict[str, ClaimRecord]) -> None:
+        self.write(self.encode(records))
+
+    @staticmethod
+    def encode(records: dict[str, ClaimRecord]) -> bytes:
         data = {"claims": {uid: rec.to_json() for uid, rec in sorted(records.items())}}
         document = {"kind": KIND, "version": VERSION, "checksum": _checksum(data), "data": data}
+        # Compact on purpose: json's C encoder only runs without indent, and this is on every prepare.
+        return json.dumps(document, separators=(",", ":")).encode()
+
+    def write(self, content: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, json.dumps(document, indent=1).encode(), mode=0o600)
+        atomic_write(self.path, content, mode=0o600)
 
     def quarantine(self) -> Path:
         """Move an unusable checkpoint aside (kept for inspection, never deleted) and return its new path."""

@@ -33,6 +33,10 @@ class SpecStore(Protocol):
 
     def remove(self, claim_uid: str) -> None: ...
 
+    def holds(self, claim_uid: str, spec: dict) -> bool:
+        """Whether the claim's spec file exists with exactly this content."""
+        ...
+
     def specs(self) -> dict[str, dict]:
         """Every spec this driver wrote, by claim UID (unreadable ones are skipped and logged)."""
         ...
@@ -84,6 +88,7 @@ class PluginState:
         self._pool_executor = ThreadPoolExecutor(api_workers, thread_name_prefix="claim-read")
         self._blocked = ""  # set when the checkpoint must not be touched (written by a newer version)
         self._pending_notice = ""  # told once to the kubelet after a corrupt checkpoint was rebuilt
+        self._commits = GroupCommit(self._write_checkpoint)
         self._records = self._load()
         self._write_preload_file()
 
@@ -149,10 +154,11 @@ class PluginState:
                 self._specs.write(claim.uid, record.spec)
                 with self._lock:
                     record.boot_id = self._boot_id
-                    self._checkpoint.save(self._records)
+                self._persist()
             else:
                 self._ensure_claim_dir(claim.uid)
-                self._specs.write(claim.uid, record.spec)  # cheap, and heals a wiped CDI dir
+                if not self._specs.holds(claim.uid, record.spec):
+                    self._specs.write(claim.uid, record.spec)  # heals a wiped or damaged CDI dir
         except OSError as err:
             return PrepareResult(error=f"rebuilding the CDI spec of claim {claim.uid}: {err}")
         return PrepareResult(devices=tuple(record.devices))
@@ -192,13 +198,14 @@ class PluginState:
         with self._lock:
             for record in planned:
                 self._records[record.uid] = record
-            try:
-                self._checkpoint.save(self._records)
-            except OSError as err:
+        try:
+            self._persist()
+        except OSError as err:
+            with self._lock:
                 for record in planned:
                     del self._records[record.uid]
-                    results[record.uid] = PrepareResult(error=f"writing the checkpoint: {err}")
-                return
+            results.update({r.uid: PrepareResult(error=f"writing the checkpoint: {err}") for r in planned})
+            return
         written = []
         for record in planned:
             try:
@@ -215,14 +222,15 @@ class PluginState:
         with self._lock:
             for record in written:
                 record.state = ClaimState.COMPLETED
-            try:
-                self._checkpoint.save(self._records)
-            except OSError as err:
-                # The spec is usable; the record stays PrepareStarted and a retry completes it.
+        try:
+            self._persist()
+        except OSError as err:
+            # The spec is usable; the record stays PrepareStarted and a retry completes it.
+            with self._lock:
                 for record in written:
                     record.state = ClaimState.STARTED
-                    results[record.uid] = PrepareResult(error=f"writing the checkpoint: {err}")
-                return
+            results.update({r.uid: PrepareResult(error=f"writing the checkpoint: {err}") for r in written})
+            return
         for record in written:
             results[record.uid] = PrepareResult(devices=tuple(record.devices))
 
@@ -246,8 +254,9 @@ class PluginState:
         shutil.rmtree(self._settings.claim_dir(claim_uid), ignore_errors=True)
         self._specs.remove(claim_uid)  # on failure the record stays, so a retry or the sweep finishes
         with self._lock:
-            if self._records.pop(claim_uid, None) is not None:
-                self._checkpoint.save(self._records)
+            known = self._records.pop(claim_uid, None) is not None
+        if known:
+            self._persist()
 
     # -- periodic sweep -------------------------------------------------------------------------------
 
@@ -319,12 +328,51 @@ class PluginState:
         path.mkdir(parents=True)
         path.chmod(0o777)  # containers of any UID sharing the claim must open the region read-write
 
+    def _persist(self) -> None:
+        """Make every change made so far durable; concurrent callers share one write (group commit)."""
+        self._commits.wait_durable()
+
+    def _write_checkpoint(self) -> None:
+        with self._lock:
+            content = self._checkpoint.encode(self._records)
+        self._checkpoint.write(content)
+
     def records(self) -> dict[str, ClaimRecord]:
         with self._lock:
             return dict(self._records)
 
     def close(self) -> None:
         self._pool_executor.shutdown(wait=False, cancel_futures=True)
+
+
+class GroupCommit:
+    """Coalesce concurrent saves of one file: a caller returns once a save that started after its call
+    has completed, so N concurrent changes cost one or two fsyncs instead of N."""
+
+    def __init__(self, save: Callable[[], None]):
+        self._save = save
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._durable = 0
+        self._saving = False
+
+    def wait_durable(self) -> None:
+        with self._cond:
+            self._requested += 1
+            mine = self._requested
+            while self._durable < mine:
+                if self._saving:
+                    self._cond.wait()
+                    continue
+                self._saving, target = True, self._requested
+                self._cond.release()
+                try:
+                    self._save()
+                finally:
+                    self._cond.acquire()
+                    self._saving = False
+                    self._cond.notify_all()
+                self._durable = max(self._durable, target)  # only reached when the save succeeded
 
 
 class _ClaimLocks:

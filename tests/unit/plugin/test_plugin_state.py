@@ -43,6 +43,9 @@ class Specs:
     def remove(self, uid):
         self.files.pop(uid, None)
 
+    def holds(self, uid, spec):
+        return self.files.get(uid) == spec
+
     def specs(self):
         return dict(self.files)
 
@@ -53,11 +56,11 @@ class CrashingCheckpoint(Checkpoint):
     crash_on: int | None = None
     saves = 0
 
-    def save(self, records):
+    def write(self, content):
         self.saves += 1
         if self.saves == self.crash_on:
             raise SystemExit("killed")
-        super().save(records)
+        super().write(content)
 
 
 @pytest.fixture
@@ -179,3 +182,41 @@ def test_preload_file_names_the_container_library(env):
     *_, settings, make = env
     make()
     assert Path(settings.preload_path).read_text() == "/usr/local/vgpu/libvgpu.so\n"
+
+
+def test_group_commit_shares_writes_between_concurrent_callers():
+    import threading
+    import time
+
+    from dra_hami.plugin.state import GroupCommit
+
+    writes = []
+
+    def slow_save():
+        writes.append(1)
+        time.sleep(0.05)
+
+    commit = GroupCommit(slow_save)
+    threads = [threading.Thread(target=commit.wait_durable) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1 <= len(writes) <= 3  # one for the first caller, one or two for everybody who came meanwhile
+
+
+def test_group_commit_failure_reaches_the_callers_and_is_retried():
+    from dra_hami.plugin.state import GroupCommit
+
+    attempts = []
+
+    def flaky_save():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("disk full")
+
+    commit = GroupCommit(flaky_save)
+    with pytest.raises(OSError, match="disk full"):
+        commit.wait_durable()
+    commit.wait_durable()
+    assert len(attempts) == 2
