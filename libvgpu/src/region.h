@@ -41,6 +41,25 @@ union vgpu_shared_mutex {
     char pad[64];
 };
 
+#define VGPU_LIMITER_RING 10
+
+/* Shared token bucket + controller state of one device of the claim (see limiter.c). */
+struct vgpu_region_limiter {
+    _Atomic int64_t tat;            /* 0: bucket: time its booked work is paid (CLOCK_MONOTONIC ns) */
+    _Atomic uint64_t tau_bits;      /* 8: double, estimated device ns per block; 0 = uncalibrated */
+    _Atomic int64_t ctl_next;       /* 16: next controller step (CLOCK_MONOTONIC ns), 0 = never ran */
+    _Atomic uint64_t blocks;        /* 24: blocks submitted by the claim (cumulative) */
+    _Atomic uint32_t ring_head;     /* 32: newest ring entry */
+    _Atomic uint32_t ring_count;    /* 36: entries written (saturates at VGPU_LIMITER_RING) */
+    _Atomic uint32_t mode;          /* 40: measurement of the last step (limiter.c enum) */
+    _Atomic uint32_t util;          /* 44: last utilization attributed to the claim, percent */
+    struct {
+        _Atomic int64_t t;          /* CLOCK_MONOTONIC ns of a controller step */
+        _Atomic uint64_t blocks;    /* the claim's cumulative blocks then */
+    } ring[VGPU_LIMITER_RING];      /* 48 */
+    uint8_t reserved[16];           /* 208 */
+};
+
 struct vgpu_region_header {
     uint64_t magic;                 /* 0: written last, with release ordering */
     uint32_t version;               /* 8 */
@@ -56,6 +75,10 @@ struct vgpu_region_header {
     _Atomic uint32_t device_count;  /* 52: number of device records in use */
     uint8_t reserved0[8];           /* 56 */
     union vgpu_shared_mutex slots_lock; /* 64: guards slot and device-record allocation */
+    /* 128: compute-cap state of the claim, one per device record (index = device record).  Lives
+     * in what was zero padding of layout version 1, so files of either build stay compatible
+     * (all-zero = "not started").  Written lock-free (single atomics) by limiter.c. */
+    struct vgpu_region_limiter lim[VGPU_MAX_DEVICES];
 };
 
 struct vgpu_region_device {
