@@ -20,6 +20,7 @@ from .policies import (
     FRAGMENTATION,
     PERFECT_TOPOLOGY,
     TOPOLOGY,
+    TOPOLOGY_LEVELS,
     PolicyChoice,
     device_order_key,
     fragmentation_increase,
@@ -27,6 +28,7 @@ from .policies import (
     policy_for,
     topology_groups,
     topology_score,
+    topology_value,
 )
 from .search import (
     CLAIM_MARK,
@@ -44,9 +46,9 @@ from .search import (
 )
 from .state import ClusterState, NodeSummary, task_kinds
 
-FRAGMENTATION_SOLUTIONS_PER_NODE = 16
+FRAGMENTATION_SOLUTIONS_PER_NODE = 8
 # Set-scoring policies compare the first this many feasible nodes, in node-policy order: bounded work per pod.
-MAX_SCORED_NODES = 64  # device sets compared per node by the fragmentation policy
+MAX_SCORED_NODES = 32  # device sets compared per node by the fragmentation policy
 WHOLE_GPU_PRIOR = DemandSnapshot(((TaskKind(1, 1.0, 0), 1.0),), 0)  # before anything was observed
 _SHARE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_REASONS_IN_MESSAGE = 5
@@ -144,6 +146,7 @@ class _Allocation:
         # Topology only matters when a pod takes several devices; otherwise it packs like binpack.
         self.greedy = not choice.scores_device_sets or (choice.gpu == TOPOLOGY and not self._needs_several_devices())
         self._scorer: FragmentationScorer | None = None
+        self._seen_shapes: set[tuple] = set()  # node shapes already scored for this pod
 
     # ------------------------------------------------------------------------------------ driver
 
@@ -155,6 +158,11 @@ class _Allocation:
         feasible = 0
         for node in self._candidate_nodes():
             outcome = self._solve(node)
+            if outcome is None:
+                feasible += 1  # same shape as a node scored earlier: it would score the same and lose the tie
+                if feasible >= MAX_SCORED_NODES:
+                    break
+                continue
             if isinstance(outcome, str):
                 self.reasons[node.name] = self._render(outcome)
                 if outcome != EXHAUSTED:
@@ -270,7 +278,7 @@ class _Allocation:
 
     # --------------------------------------------------------------------------------- per node
 
-    def _solve(self, node: Node) -> tuple[Solution, tuple] | str:
+    def _solve(self, node: Node) -> tuple[Solution, tuple] | str | None:
         devices = self.state.devices_on(node)
         if not self.slots:
             return (), ()
@@ -284,6 +292,12 @@ class _Allocation:
         for slot_index, slot in enumerate(self.slots):
             if not any(enough(alt, candidates[(slot_index, a)]) for a, alt in enumerate(slot.alternatives)):
                 return explain(self.slots, candidates, exhausted=False)
+
+        if not self.greedy:
+            shape = self._shape(ordered, candidates)
+            if shape in self._seen_shapes:
+                return None
+            self._seen_shapes.add(shape)
 
         restrictions: list[Callable[[Device], bool] | None] = [None]
         if self.choice.gpu == TOPOLOGY and self._needs_several_devices():
@@ -299,9 +313,24 @@ class _Allocation:
             return explain(self.slots, candidates, exhausted)
         if self.greedy:
             return solutions[0], ()
-        scored = [(self._score(devices, s), i, s) for i, s in enumerate(solutions)]
+        before = None
+        if self.choice.gpu == FRAGMENTATION:
+            scorer = self._fragmentation_scorer()
+            before = [scorer.profile(self.state.gpu_state(d)) for d in devices]
+        scored = [(self._score(devices, s, before), i, s) for i, s in enumerate(solutions)]
         best = max(scored, key=lambda item: (item[0], -item[1]))
         return best[2], best[0]
+
+    def _shape(self, ordered: Sequence[Device], candidates: Mapping[tuple[int, int], Candidates]) -> tuple:
+        """What a set-scoring policy's result on a node depends on: device states, eligibility and topology."""
+        usable = [{d.key for d, _ in c.usable} for c in candidates.values()]
+        shape = []
+        for device in ordered:
+            entry: tuple = (self.state.gpu_state(device), tuple(device.key in u for u in usable))
+            if self.choice.gpu == TOPOLOGY:
+                entry += tuple(topology_value(device, level) for level in TOPOLOGY_LEVELS)
+            shape.append(entry)
+        return tuple(shape)
 
     def _needs_several_devices(self) -> bool:
         total = 0
@@ -310,11 +339,11 @@ class _Allocation:
             total += 2 if first.allocation_mode == ALLOCATION_MODE_ALL else first.count
         return total > 1
 
-    def _score(self, devices: Sequence[Device], solution: Solution) -> tuple:
+    def _score(self, devices: Sequence[Device], solution: Solution, before: list | None) -> tuple:
         packing = round(packing_score(self.state, solution), 9)
         if self.choice.gpu == TOPOLOGY:
             return (*topology_score(solution), packing)
-        increase = fragmentation_increase(self.state, self._fragmentation_scorer(), devices, solution)
+        increase = fragmentation_increase(self.state, self._fragmentation_scorer(), devices, solution, before)
         return (-round(increase, 9), packing)
 
     def _fragmentation_scorer(self) -> FragmentationScorer:

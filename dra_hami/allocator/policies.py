@@ -80,7 +80,7 @@ def device_order_key(policy: str, device: Device, utilisation: float) -> tuple:
     return (-utilisation, natural_key(device.name))
 
 
-def _topology_value(device: Device, level: str) -> object:
+def topology_value(device: Device, level: str) -> object:
     name = level if "/" in level else f"{device.key.driver}/{level}"
     return device.attributes.get(name)
 
@@ -91,7 +91,7 @@ def topology_groups(devices: Sequence[Device]) -> list[frozenset]:
     for level in TOPOLOGY_LEVELS:
         by_value: dict[object, set] = {}
         for device in devices:
-            value = _topology_value(device, level)
+            value = topology_value(device, level)
             if value is not None:
                 by_value.setdefault((type(value).__name__, value), set()).add(device.key)
         for _, keys in sorted(by_value.items(), key=lambda item: str(item[0])):
@@ -108,7 +108,7 @@ def topology_score(solution: Solution) -> tuple[int, ...]:
     devices = {pick.device.key: pick.device for pick in solution}.values()
     score = []
     for level in TOPOLOGY_LEVELS:
-        values = {_topology_value(d, level) for d in devices}
+        values = {topology_value(d, level) for d in devices}
         score.append(1 if len(values) == 1 else 0)
     return tuple(score)
 
@@ -117,9 +117,16 @@ PERFECT_TOPOLOGY = (1, 1, 1)
 
 
 def fragmentation_increase(
-    state: ClusterState, scorer: FragmentationScorer, devices: Sequence[Device], solution: Solution
+    state: ClusterState,
+    scorer: FragmentationScorer,
+    devices: Sequence[Device],
+    solution: Solution,
+    before: Sequence[GpuProfile] | None = None,
 ) -> float:
-    """How much the node's expected fragmentation grows if ``solution`` is committed (FGD's gradient)."""
+    """How much the node's expected fragmentation grows if ``solution`` is committed (FGD's gradient).
+
+    ``before`` (the node's current profiles, in ``devices`` order) may be passed when scoring many solutions.
+    """
     added: dict = {}
     dedicated: set = set()
     for pick in solution:
@@ -129,14 +136,12 @@ def fragmentation_increase(
             acc = added.setdefault(pick.device.key, {})
             for key, value in pick.amounts.items():
                 acc[key] = acc.get(key, 0) + value
-    before: list[GpuProfile] = []
-    after: list[GpuProfile] = []
-    for device in devices:
-        profile = scorer.profile(state.gpu_state(device))
-        before.append(profile)
+    if before is None:
+        before = [scorer.profile(state.gpu_state(device)) for device in devices]
+    after = list(before)
+    for i, device in enumerate(devices):
         if device.key in added or device.key in dedicated:
-            profile = scorer.profile(state.gpu_state(device, added.get(device.key), device.key in dedicated))
-        after.append(profile)
+            after[i] = scorer.profile(state.gpu_state(device, added.get(device.key), device.key in dedicated))
     return scorer.fragmentation_of(after) - scorer.fragmentation_of(before)
 
 

@@ -7,6 +7,7 @@ device exclusively, adminAccess results are not counted.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,7 @@ class ClusterState:
         self._devices_for_node: dict[str, list[Device]] = {}
         self._scorer: FragmentationScorer | None = None
         self._utilisation: dict[DeviceKey, float] = {}
+        self._gpu_states: dict[DeviceKey, GpuState] = {}
         self._order_keys: dict[str, dict[str, tuple]] = {}  # node policy -> node -> sort key
         self._node_versions: dict[str, int] = {}
         self._global_version = 0  # bumped when a device outside any one node changes
@@ -175,10 +177,8 @@ class ClusterState:
             for i, expression in enumerate(device_class.selectors):
                 where = f"DeviceClass {device_class.name}: spec.selectors[{i}].cel.expression"
                 for device in self.devices.values():
-                    try:
+                    with contextlib.suppress(SelectorError):
                         self.selectors.matches(expression, device, where)
-                    except SelectorError:
-                        pass
                     count += 1
         return count
 
@@ -253,6 +253,14 @@ class ClusterState:
 
     def gpu_state(self, device: Device, extra: Mapping[str, int] | None = None, exclusive: bool = False) -> GpuState:
         """The device as fragmentation scoring sees it, optionally with a hypothetical allocation added."""
+        if extra is None and not exclusive:
+            cached = self._gpu_states.get(device.key)
+            if cached is None:
+                cached = self._gpu_states[device.key] = self._gpu_state(device, None, False)
+            return cached
+        return self._gpu_state(device, extra, exclusive)
+
+    def _gpu_state(self, device: Device, extra: Mapping[str, int] | None, exclusive: bool) -> GpuState:
         usage = self.usage(device.key)
         memory_key = next((k for k in device.capacity if base_name(k) == "memory"), None)
         cores_key = next((k for k in device.capacity if base_name(k) == "cores"), None)
@@ -347,6 +355,7 @@ class ClusterState:
 
     def _touch(self, key: DeviceKey) -> None:
         self._utilisation.pop(key, None)
+        self._gpu_states.pop(key, None)
         device = self.devices.get(key)
         if device is None:
             return

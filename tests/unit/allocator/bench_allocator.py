@@ -83,7 +83,8 @@ def run(policy: PolicyChoice, n: int, seed: int) -> None:
     ms = [t * 1000 for t in times]
     print(
         f"{policy.node}/{policy.gpu}: {n} pods, placed {placed}, GPUs in use {gpus_used}/{len(state.devices)}, "
-        f"build {build:.2f}s, selectors warmed in {warm:.2f}s, decision ms p50 {statistics.median(ms):.2f} p90 {ms[int(0.9 * n)]:.2f} "
+        f"build {build:.2f}s, selectors warmed in {warm:.2f}s, "
+        f"decision ms p50 {statistics.median(ms):.2f} p90 {ms[int(0.9 * n)]:.2f} "
         f"p99 {ms[int(0.99 * n)]:.2f} max {ms[-1]:.2f}, CEL evaluations {state.selectors.evaluations}"
     )
 
