@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds (once) the Kubernetes and containerd binaries the e2e suite runs, from the Go module proxy,
+# pinned by the go.mod files under tests/e2e/build/. The result lives OUTSIDE the clone:
+#   ${DRA_HAMI_CACHE:-$HOME/.cache/dra-hami}/e2e/<version-key>/bin
+# and is reused while its stamp file is present. etcd (etcd-server), runc and busybox-static come from
+# Debian (installed with apt-get when missing and we are root).
+#
+# Usage: tests/e2e/build.sh
+#   The last line of stdout is the bin directory ("BIN_DIR=<path>"); progress and timings go to stderr.
+# Environment: DRA_HAMI_CACHE, E2E_BUILD_JOBS (go build -p, default 2), E2E_NICE (default 10).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+build_src="$here/build"
+cache_root="${DRA_HAMI_CACHE:-$HOME/.cache/dra-hami}/e2e"
+jobs="${E2E_BUILD_JOBS:-2}"
+nice_level="${E2E_NICE:-10}"
+
+log() { printf '[e2e-build] %s\n' "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+command -v go >/dev/null || die "go is not installed (needed to build kube-* and containerd from the module proxy)"
+
+mod_version() { # mod_version <go.mod> <module path>
+    awk -v m="$2" '$1 == "require" && $2 == m { print $3 } $1 == m && $2 ~ /^v/ { print $2 }' "$1" | head -n1
+}
+k8s_version="$(mod_version "$build_src/kubernetes/go.mod" k8s.io/kubernetes)"
+containerd_version="$(mod_version "$build_src/containerd/go.mod" github.com/containerd/containerd/v2)"
+[[ -n "$k8s_version" && -n "$containerd_version" ]] || die "cannot read the pinned versions from $build_src/*/go.mod"
+go_version="$(go env GOVERSION)"
+# Bump when the way the binaries are built changes (flags, tags, the list of commands).
+recipe="2 version-ldflags -trimpath -s -w CGO_ENABLED=0 no_btrfs kube-apiserver kube-controller-manager kube-scheduler kubelet containerd shim ctr"
+# The key changes whenever a pinned module, the Go toolchain or the recipe changes.
+digest="$( (cat "$build_src"/kubernetes/go.mod "$build_src"/kubernetes/go.sum "$build_src"/containerd/go.mod \
+    "$build_src"/containerd/go.sum && echo "$recipe") | sha256sum | cut -c1-12)"
+key="k8s-${k8s_version}_containerd-${containerd_version}_${go_version}_${digest}"
+out="$cache_root/$key"
+bin="$out/bin"
+stamp="$bin/.stamp"
+
+ensure_debian_pkg() { # ensure_debian_pkg <command> <package>
+    if command -v "$1" >/dev/null; then return 0; fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        log "installing Debian package $2 (for $1)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y --no-install-recommends "$2" >&2 ||
+            { apt-get update >&2 && apt-get install -y --no-install-recommends "$2" >&2; } ||
+            die "apt-get install $2 failed"
+    fi
+    command -v "$1" >/dev/null || die "$1 not found; install the Debian package $2"
+}
+
+link_host_tools() {
+    ensure_debian_pkg etcd etcd-server
+    ensure_debian_pkg runc runc
+    ensure_debian_pkg busybox busybox-static
+    ln -sfn "$(command -v etcd)" "$bin/etcd"
+    ln -sfn "$(command -v runc)" "$bin/runc"
+    # The test images need a static busybox (the dynamic one would need the host's libc inside the image).
+    local bb
+    bb="$(command -v busybox)"
+    if ldd "$bb" >/dev/null 2>&1; then # ldd fails on a static executable
+        die "$bb is dynamically linked; install busybox-static"
+    fi
+    ln -sfn "$bb" "$bin/busybox"
+}
+
+if [[ -f "$stamp" ]]; then
+    link_host_tools
+    log "cache hit: $bin ($(cat "$stamp"))"
+    echo "BIN_DIR=$bin"
+    exit 0
+fi
+
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.build.lock"
+log "waiting for the build lock $cache_root/.build.lock"
+flock 9
+if [[ -f "$stamp" ]]; then # another build finished while we waited
+    link_host_tools
+    log "cache hit after wait: $bin"
+    echo "BIN_DIR=$bin"
+    exit 0
+fi
+
+export GOFLAGS=-mod=mod
+export GOMODCACHE="$cache_root/go/mod"
+export GOCACHE="$cache_root/go/build"
+export GOMAXPROCS="$jobs"
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+tmp="$out/bin.tmp"
+rm -rf "$tmp"
+mkdir -p "$tmp"
+flags=(-p "$jobs" -trimpath "-ldflags=-s -w -X github.com/containerd/containerd/v2/version.Version=${containerd_version#v}")
+
+t_all=$(date +%s)
+step() { # step <name> <dir> <go args...>
+    local name="$1" dir="$2" t0
+    shift 2
+    t0=$(date +%s)
+    log "$name: starting (go ${*:1:1} ...)"
+    (cd "$dir" && nice -n "$nice_level" go "$@") >&2 || die "$name failed (see the output above)"
+    log "$name: done in $(($(date +%s) - t0)) s"
+}
+
+step "download kubernetes modules" "$build_src/kubernetes" mod download
+step "download containerd modules" "$build_src/containerd" mod download
+step "build containerd $containerd_version" "$build_src/containerd" build "${flags[@]}" -tags no_btrfs -o "$tmp/" \
+    github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+    github.com/containerd/containerd/v2/cmd/ctr
+# What hack/lib/version.sh stamps into a release build (else the binaries call themselves v0.0.0-master).
+k8s_minor="${k8s_version#v1.}"
+k8s_minor="${k8s_minor%%.*}"
+k8s_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+    k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+step "build kubernetes $k8s_version" "$build_src/kubernetes" build -p "$jobs" -trimpath "-ldflags=$k8s_ldflags" -o "$tmp/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet
+
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet containerd containerd-shim-runc-v2 ctr; do
+    [[ -x "$tmp/$b" ]] || die "missing $tmp/$b after the build"
+done
+rm -rf "$bin"
+mv "$tmp" "$bin"
+link_host_tools
+total=$(($(date +%s) - t_all))
+printf 'kubernetes %s containerd %s %s built %s in %ss\n' "$k8s_version" "$containerd_version" "$go_version" \
+    "$(date -u +%FT%TZ)" "$total" >"$stamp"
+log "built everything in $total s into $bin"
+# Keep the three newest builds (other pins, other checkouts); older ones are ~430 MB of dead weight each.
+while IFS= read -r stale; do
+    [[ "$stale" == "$out" ]] || { log "removing old build $stale" && rm -rf "$stale"; }
+done < <(ls -1dt "$cache_root"/k8s-* 2>/dev/null | tail -n +4)
+echo "BIN_DIR=$bin"
