@@ -94,6 +94,7 @@ class _DraService:
         return response
 
     def NodeUnprepareResources(self, request, context):
+        started = time.perf_counter()
         refs = [ClaimRef(c.namespace, c.name, c.uid) for c in request.claims]
         try:
             errors = self._state.unprepare(refs)
@@ -103,6 +104,9 @@ class _DraService:
         response = self._pb2.NodeUnprepareResourcesResponse()
         for ref in refs:
             response.claims[ref.uid].error = errors[ref.uid]
+            if errors[ref.uid]:
+                log.warning("unprepare %s/%s (%s) failed: %s", ref.namespace, ref.name, ref.uid, errors[ref.uid])
+        log.info("unprepared %d claim(s) in %.1f ms", len(refs), (time.perf_counter() - started) * 1000)
         return response
 
 
