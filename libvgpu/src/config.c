@@ -62,7 +62,8 @@ static bool env_true(const char *v)
                          strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0);
 }
 
-static void trim_copy(char *dst, size_t cap, const char *src, size_t len)
+/* src[0, len) without surrounding blanks/tabs, as *out and *out_len (not terminated). */
+static void trim_span(const char *src, size_t len, const char **out, size_t *out_len)
 {
     while (len > 0 && (*src == ' ' || *src == '\t')) {
         src++;
@@ -70,10 +71,26 @@ static void trim_copy(char *dst, size_t cap, const char *src, size_t len)
     }
     while (len > 0 && (src[len - 1] == ' ' || src[len - 1] == '\t'))
         len--;
-    if (len >= cap)
-        len = cap - 1;
-    memcpy(dst, src, len);
-    dst[len] = '\0';
+    *out = src;
+    *out_len = len;
+}
+
+/* Parses the field src[0, len) (trimmed) with PARSE.  Fields are copied whole (never cut to a
+ * fixed buffer: "000...01g" cut short would read as 0 = unlimited).  *empty tells whether the
+ * field was empty. */
+static bool parse_field(const char *src, size_t len, bool (*parse)(const char *, uint64_t *), uint64_t *out,
+                        bool *empty)
+{
+    const char *p;
+    size_t n;
+    trim_span(src, len, &p, &n);
+    *empty = n == 0;
+    char *tmp = strndup(p, n);
+    if (tmp == NULL)
+        return false; /* out of memory: invalid (fails closed for memory) */
+    bool ok = parse(tmp, out);
+    free(tmp);
+    return ok;
 }
 
 static void parse_uuid_entry(struct vgpu_config *cfg, const char *name, const char *val)
@@ -84,40 +101,47 @@ static void parse_uuid_entry(struct vgpu_config *cfg, const char *name, const ch
         return;
     }
     const char *c1 = strchr(val, ',');
-    char uuid[VGPU_UUID_STR], mem[64] = "", cores[32] = "";
-    trim_copy(uuid, sizeof uuid, val, c1 ? (size_t)(c1 - val) : strlen(val));
-    if (uuid[0] == '\0') {
-        vgpu_error("invalid %s=\"%s\": expected <gpu uuid>,<memory bytes>,<cores>; no GPU can be "
+    const char *id;
+    size_t id_len;
+    trim_span(val, c1 ? (size_t)(c1 - val) : strlen(val), &id, &id_len);
+    if (id_len == 0 || id_len >= VGPU_UUID_STR) {
+        /* a UUID too long for the record is refused, not cut (a cut one could name another GPU) */
+        vgpu_error("invalid %s=\"%s\": expected <gpu uuid>,<memory bytes>,<cores>%s; no GPU can be "
                    "identified, it is ignored (GPUs without a valid entry get a 0 memory limit)",
-                   name, val);
+                   name, val, id_len == 0 ? "" : " (the UUID is too long)");
         return;
     }
     struct vgpu_uuid_limit *u = &cfg->uuid[cfg->n_uuid++];
     memset(u, 0, sizeof *u);
-    snprintf(u->uuid, sizeof u->uuid, "%s", uuid);
+    memcpy(u->uuid, id, id_len);
+    u->uuid[id_len] = '\0';
+    const char *mem = "", *cores = "";
+    size_t mem_len = 0, cores_len = 0;
     if (c1 != NULL) {
         const char *c2 = strchr(c1 + 1, ',');
-        trim_copy(mem, sizeof mem, c1 + 1, c2 ? (size_t)(c2 - c1 - 1) : strlen(c1 + 1));
-        if (c2 != NULL)
-            trim_copy(cores, sizeof cores, c2 + 1, strlen(c2 + 1));
+        mem = c1 + 1;
+        mem_len = c2 ? (size_t)(c2 - mem) : strlen(mem);
+        if (c2 != NULL) {
+            cores = c2 + 1;
+            cores_len = strlen(cores);
+        }
     }
-    if (!vgpu_parse_size(mem, &u->bytes)) {
+    bool empty;
+    if (!parse_field(mem, mem_len, vgpu_parse_size, &u->bytes, &empty)) {
         vgpu_error("invalid memory field in %s=\"%s\": accepted forms are %s; the memory limit of "
                    "%s is set to 0 (every allocation refused)",
                    name, val, vgpu_size_forms, u->uuid);
         u->bad_memory = true;
         u->bytes = 0;
     }
-    if (cores[0] != '\0') {
-        uint64_t cv;
-        if (!vgpu_parse_uint(cores, &cv)) {
-            vgpu_error("invalid cores field in %s=\"%s\": expected an integer 0-100; no compute "
-                       "cap from this entry",
-                       name, val);
-            cv = 0;
-        }
-        u->cores = cv > 100 ? 100 : (unsigned)cv;
+    uint64_t cv = 0;
+    if (!parse_field(cores, cores_len, vgpu_parse_uint, &cv, &empty) && !empty) {
+        vgpu_error("invalid cores field in %s=\"%s\": expected an integer 0-100; no compute "
+                   "cap from this entry",
+                   name, val);
+        cv = 0;
     }
+    u->cores = cv > 100 ? 100 : (unsigned)cv;
 }
 
 static int parse_policy(const char *v)

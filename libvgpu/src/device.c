@@ -112,8 +112,22 @@ CUresult vgpu_stream_device(CUstream s, CUdevice *dev)
     return vgpu_cu.cuCtxGetDevice(dev);
 }
 
+atomic_int vgpu_device_single_state;
+
+int vgpu_device_single_slow(void)
+{
+    int n = 0;
+    if (!vgpu_cuda_load() || vgpu_cu.cuDeviceGetCount == NULL ||
+        vgpu_cu.cuDeviceGetCount(&n) != CUDA_SUCCESS)
+        return 0; /* not initialized yet: ask again next time */
+    int s = n == 1 ? 1 : 2;
+    atomic_store_explicit(&vgpu_device_single_state, s, memory_order_relaxed);
+    return s;
+}
+
 void vgpu_device_atfork_child(void)
 {
+    atomic_store(&vgpu_device_single_state, 0);
     pthread_mutex_init(&g_mu, NULL);
     for (int i = 0; i < VGPU_MAX_DEVICES; i++)
         atomic_store(&g_state[i], 0); /* region record indexes are re-resolved after re-attach */

@@ -6,6 +6,9 @@
 #include "config.h"
 #include "cuda_api.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
+
 struct vgpu_device {
     int ordinal;
     char uuid[VGPU_UUID_STR];
@@ -23,5 +26,19 @@ void vgpu_format_uuid(const CUuuid *u, char *out, size_t cap);
 /* Device of a stream (its context's device; the current context's for the default streams). */
 CUresult vgpu_stream_device(CUstream s, CUdevice *dev);
 void vgpu_device_atfork_child(void);
+
+/* 0 = not known yet, 1 = the process sees exactly one CUDA device, 2 = several (or none). */
+extern atomic_int vgpu_device_single_state;
+int vgpu_device_single_slow(void);
+
+/* True when the process sees exactly one CUDA device: every context and stream is then on
+ * device 0, and the hot paths need no driver call to find the device.  Known after cuInit. */
+static inline bool vgpu_device_single(void)
+{
+    int s = atomic_load_explicit(&vgpu_device_single_state, memory_order_relaxed);
+    if (__builtin_expect(s == 0, 0))
+        s = vgpu_device_single_slow();
+    return s == 1;
+}
 
 #endif

@@ -30,14 +30,37 @@ static inline bool mul_ok(uint64_t a, uint64_t b, uint64_t *out)
 
 /* ---- plain device allocations ------------------------------------------------------------ */
 
+/* Charges SIZE to the device the allocation goes to: that of stream S when USE_STREAM, else
+ * that of the current context.  With a single visible device that is device 0 whatever the
+ * context or stream, so the charge is tried first without asking the driver (a driver call per
+ * allocation); only when it fails is the device asked for, so that a call without a context
+ * still gets the driver's error rather than our OOM.  Returns CUDA_SUCCESS (charged to record
+ * *didx, or *didx < 0: not accounted), CUDA_ERROR_OUT_OF_MEMORY, or CUDA_ERROR_INVALID_CONTEXT
+ * when the device cannot be determined (the caller forwards the call unaccounted). */
+static CUresult reserve_for(bool use_stream, CUstream s, uint64_t size, CUdevice *dev, int *didx)
+{
+    if (vgpu_device_single()) {
+        *dev = 0;
+        if (vgpu_mem_try_reserve(0, size, didx))
+            return CUDA_SUCCESS;
+    }
+    *didx = -1;
+    CUresult rc = use_stream ? vgpu_stream_device(s, dev) : vgpu_cu.cuCtxGetDevice(dev);
+    if (rc != CUDA_SUCCESS)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    return vgpu_mem_reserve(*dev, size, didx);
+}
+
 CUresult vgpu_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
     REAL_OR_FAIL(cuMemAlloc_v2);
-    CUdevice dev;
-    if (passthrough() || dptr == NULL || bytesize == 0 || vgpu_cu.cuCtxGetDevice(&dev) != CUDA_SUCCESS)
+    if (passthrough() || dptr == NULL || bytesize == 0)
         return vgpu_cu.cuMemAlloc_v2(dptr, bytesize);
+    CUdevice dev;
     int didx;
-    CUresult rc = vgpu_mem_reserve(dev, bytesize, &didx);
+    CUresult rc = reserve_for(false, NULL, bytesize, &dev, &didx);
+    if (rc == CUDA_ERROR_INVALID_CONTEXT)
+        return vgpu_cu.cuMemAlloc_v2(dptr, bytesize);
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuMemAlloc_v2(dptr, bytesize);
@@ -55,11 +78,13 @@ VGPU_EXPORT(cuMemAlloc_v2)
 CUresult vgpu_cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags)
 {
     REAL_OR_FAIL(cuMemAllocManaged);
-    CUdevice dev;
-    if (passthrough() || dptr == NULL || bytesize == 0 || vgpu_cu.cuCtxGetDevice(&dev) != CUDA_SUCCESS)
+    if (passthrough() || dptr == NULL || bytesize == 0)
         return vgpu_cu.cuMemAllocManaged(dptr, bytesize, flags);
+    CUdevice dev;
     int didx;
-    CUresult rc = vgpu_mem_reserve(dev, bytesize, &didx);
+    CUresult rc = reserve_for(false, NULL, bytesize, &dev, &didx);
+    if (rc == CUDA_ERROR_INVALID_CONTEXT)
+        return vgpu_cu.cuMemAllocManaged(dptr, bytesize, flags);
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuMemAllocManaged(dptr, bytesize, flags);
@@ -80,11 +105,12 @@ CUresult vgpu_cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t Width
     REAL_OR_FAIL(cuMemAllocPitch_v2);
     CUdevice dev;
     uint64_t est;
-    if (passthrough() || dptr == NULL || pPitch == NULL || !mul_ok(WidthInBytes, Height, &est) ||
-        est == 0 || vgpu_cu.cuCtxGetDevice(&dev) != CUDA_SUCCESS)
+    if (passthrough() || dptr == NULL || pPitch == NULL || !mul_ok(WidthInBytes, Height, &est) || est == 0)
         return vgpu_cu.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
     int didx;
-    CUresult rc = vgpu_mem_reserve(dev, est, &didx);
+    CUresult rc = reserve_for(false, NULL, est, &dev, &didx);
+    if (rc == CUDA_ERROR_INVALID_CONTEXT)
+        return vgpu_cu.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
@@ -144,11 +170,13 @@ static CUresult alloc_async(alloc_async_fn fa, alloc_pool_fn fp, CUdeviceptr *dp
 #define CALL() (fa != NULL ? fa(dptr, size, s) : fp(dptr, size, pool, s))
     if (fa == NULL && fp == NULL)
         return CUDA_ERROR_NOT_FOUND;
-    CUdevice dev;
-    if (passthrough() || dptr == NULL || size == 0 || vgpu_stream_device(s, &dev) != CUDA_SUCCESS)
+    if (passthrough() || dptr == NULL || size == 0)
         return CALL();
+    CUdevice dev;
     int didx;
-    CUresult rc = vgpu_mem_reserve(dev, size, &didx);
+    CUresult rc = reserve_for(true, s, size, &dev, &didx);
+    if (rc == CUDA_ERROR_INVALID_CONTEXT)
+        return CALL();
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = CALL();

@@ -48,6 +48,16 @@ CUresult vgpu_mem_reserve(CUdevice dev, uint64_t size, int *didx)
     return CUDA_ERROR_OUT_OF_MEMORY;
 }
 
+bool vgpu_mem_try_reserve(CUdevice dev, uint64_t size, int *didx)
+{
+    *didx = -1;
+    const struct vgpu_device *d = vgpu_device_get(dev);
+    if (d == NULL || d->didx < 0 || !vgpu_region_charge(d->didx, size, d->lim.set, d->lim.bytes))
+        return false;
+    *didx = d->didx;
+    return true;
+}
+
 void vgpu_mem_unreserve(int didx, uint64_t size)
 {
     if (didx >= 0 && size > 0)

@@ -11,6 +11,10 @@
  * record (-1: device unknown, not tracked).  Returns CUDA_ERROR_OUT_OF_MEMORY when the claim's
  * limit would be exceeded (after reclaiming dead processes once). */
 CUresult vgpu_mem_reserve(CUdevice dev, uint64_t size, int *didx);
+/* The fast half of vgpu_mem_reserve: one charge attempt, nothing reclaimed or reported.  True
+ * when charged (*didx = the record); false otherwise (then call vgpu_mem_reserve, which also
+ * handles unknown devices, reclaims dead processes and reports the OOM). */
+bool vgpu_mem_try_reserve(CUdevice dev, uint64_t size, int *didx);
 /* Returns a reservation / charge. */
 void vgpu_mem_unreserve(int didx, uint64_t size);
 /* Records a successful allocation (after vgpu_mem_reserve) under KEY. */

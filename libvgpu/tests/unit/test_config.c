@@ -100,5 +100,27 @@ int main(void)
         CHECK(cfg.policy == VGPU_POLICY_DISABLE && cfg.disabled && cfg.log_level == 0);
     }
     CHECK(vgpu_uuid_equal("GPU-ABCD", "abcd") && !vgpu_uuid_equal("GPU-ab", "GPU-abc"));
+
+    /* Regression table (found by src/tests/fuzz_env.c): fields of VGPU_DEVICE_LIMIT_* were cut to
+     * fixed buffers, so a valid memory field longer than 63 characters ("000...01g") was read as
+     * 0 = unlimited (fail open) and an over-long UUID was cut (could name another GPU). */
+    {
+        static char zeros_1g[] = "VGPU_DEVICE_LIMIT_a=GPU-5555,"
+                                 "0000000000000000000000000000000000000000000000000000000000000000000001g,"
+                                 "0000000000000000000000000000000000000000000000000000000000000000025";
+        static char long_uuid[] = "VGPU_DEVICE_LIMIT_b=GPU-6666666666666666666666666666666666666666666666666666666"
+                                  "6666666666666666666666666666666666666666666666666666,1g,10";
+        static char long_bad[] = "VGPU_DEVICE_LIMIT_c=GPU-7777,"
+                                 "0000000000000000000000000000000000000000000000000000000000000000000001x,5";
+        char *env[] = {zeros_1g, long_uuid, long_bad, NULL};
+        parse(env);
+        CHECK(cfg.uuid_mode && cfg.n_uuid == 2); /* the over-long UUID is refused */
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-5555", &cores);
+        CHECK(l.set && l.bytes == GI && cores == 25);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-7777", &cores);
+        CHECK(l.set && l.bytes == 0 && cores == 0);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666", &cores);
+        CHECK(l.set && l.bytes == 0 && cores == 0);
+    }
     CHECK_DONE();
 }
