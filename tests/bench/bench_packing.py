@@ -1,0 +1,144 @@
+"""Packing benchmark: every policy over the Alibaba openb trace variants, beside the FGD (ATC'23) artifact's numbers.
+
+Not collected by pytest (tests/bench/conftest.py ignores *.py). The traces are research-use data: they are read
+from /work/shared/traces (or --traces / --results) at run time and never copied into the repository.
+
+    python tests/bench/bench_packing.py                       # all variants, all policies, seeds 42..51
+    python tests/bench/bench_packing.py --quick               # default trace only, seeds 42..44
+    python tests/bench/bench_packing.py --variants default,gpushare40 --policies binpack,fragmentation
+
+Prints a markdown table: our allocation % at 100% and 130% arrived (mean ± sd over seeds), decision time per
+pod, and the artifact's published means for FGD, BestFit, GpuPacking, GpuClustering, DotProd and Random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from dra_hami.simulate import POLICIES, Simulation, load_nodes, load_pods, parse_seeds, run
+from dra_hami.simulate.report import PolicySummary
+
+TRACES = Path("/work/shared/traces/alibaba-openb")
+RESULTS = Path("/work/shared/traces/fgd-atc23-results/derived_summary_by_arrival.csv")
+VARIANTS = [
+    "default",
+    "gpushare20",
+    "gpushare40",
+    "gpushare60",
+    "gpushare80",
+    "gpushare100",
+    "multigpu20",
+    "multigpu30",
+    "multigpu40",
+    "multigpu50",
+]
+PUBLISHED = ["FGD", "BestFit", "GpuPacking", "GpuClustering", "DotProd", "Random"]
+# Targets on the default trace at 100% arrived (issue "Policy mode").
+TARGET_BEST = 95.5
+TARGET_BINPACK = 92.86
+
+
+def published(path: Path) -> dict[tuple[str, str, int], float]:
+    """(variant, policy, arrived %) -> mean allocation % over the artifact's 10 seeds."""
+    table: dict[tuple[str, str, int], float] = {}
+    if not path.exists():
+        return table
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            variant = row["workload"].removeprefix("openb_pod_list_")
+            table[(variant, row["policy"], int(row["arrived_pct"]))] = float(row["alloc_gpu_pct_mean"])
+    return table
+
+
+def markdown(results: dict[str, list[PolicySummary]], paper: dict[tuple[str, str, int], float], seeds: str) -> str:
+    lines = [
+        f"Ours: GPU allocation % at 100% / 130% arrived, mean ± sd over seeds {seeds}; decision = allocator CPU "
+        "time per pod (p99, ms).",
+        "",
+        "| trace | policy | ours @100% | ours @130% | decision p99 ms | replay s/seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant, summaries in results.items():
+        for s in summaries:
+            at100, at130 = f"{s.at[100].mean:.2f} ± {s.at[100].sd:.2f}", f"{s.at[130].mean:.2f} ± {s.at[130].sd:.2f}"
+            per_seed = s.wall_s / len(s.seeds)
+            lines.append(
+                f"| {variant} | {s.name} ({s.choice.node}/{s.choice.gpu}) | {at100} | {at130} "
+                f"| {s.decision_ms_p99:.1f} | {per_seed:.0f} |"
+            )
+    lines += [
+        "",
+        "Published (FGD artifact, 10 seeds), allocation % at 100% / 130% arrived:",
+        "",
+        "| trace | " + " | ".join(PUBLISHED) + " |",
+        "|---|" + "---|" * len(PUBLISHED),
+    ]
+    for variant in results:
+        cells = []
+        for policy in PUBLISHED:
+            a, b = paper.get((variant, policy, 100)), paper.get((variant, policy, 130))
+            cells.append(f"{a:.2f} / {b:.2f}" if a is not None and b is not None else "n/a")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="default trace only, seeds 42..44")
+    parser.add_argument("--variants", help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--policies", default="all", help="comma list of policy names, or all")
+    parser.add_argument("--seeds", help="seeds (default 42..51; 42..44 with --quick)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--traces", type=Path, default=TRACES)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--nodes", default="openb_node_list_gpu_node.csv")
+    args = parser.parse_args()
+
+    variants = args.variants.split(",") if args.variants else (["default"] if args.quick else VARIANTS)
+    seeds_spec = args.seeds or ("42..44" if args.quick else "42..51")
+    seeds = parse_seeds(seeds_spec)
+    policies = list(POLICIES) if args.policies == "all" else args.policies.split(",")
+    nodes_file = args.traces / args.nodes
+    if not nodes_file.exists():
+        print(f"bench_packing: {nodes_file} not found (the openb trace is not shipped with the repository)")
+        return 2
+    nodes = load_nodes(nodes_file)
+    paper = published(args.results)
+    results: dict[str, list[PolicySummary]] = {}
+    started = time.perf_counter()
+    for variant in variants:
+        pods_file = args.traces / f"openb_pod_list_{variant}.csv"
+        t0 = time.perf_counter()
+        simulation = Simulation(nodes, load_pods(pods_file))
+
+        def progress(name, result, variant=variant):
+            print(
+                f"  {variant} {name} seed {result.seed}: {result.allocation_at(100):.2f}% @100, "
+                f"{result.allocation_at(130):.2f}% @130, {result.wall_s:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        results[variant] = run(simulation, policies, seeds, workers=args.workers, progress=progress)
+        print(f"{variant}: {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+    print(markdown(results, paper, seeds_spec))
+    print(f"\nTotal wall time {time.perf_counter() - started:.0f}s with {args.workers} worker(s).")
+    if "default" in results:
+        summaries = results["default"]
+        best = max(summaries, key=lambda s: s.at[100].mean)
+        verdict = [f"best on default @100%: {best.name} {best.at[100].mean:.2f}% (target >= {TARGET_BEST})"]
+        binpack = next((s for s in summaries if s.name == "binpack"), None)
+        if binpack is not None:
+            verdict.append(f"binpack {binpack.at[100].mean:.2f}% (target >= {TARGET_BINPACK})")
+        print("; ".join(verdict))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
