@@ -61,8 +61,8 @@ const struct vgpu_device *vgpu_device_get(CUdevice dev)
             vgpu_warn("CUDA device %d (%s) is not in this claim's VGPU_DEVICE_LIMIT_* list (or "
                       "its entry is invalid); its memory limit is 0",
                       dev, d->uuid);
-        /* Register now: registration reclaims the slots of dead processes, so even a first
-         * cuMemGetInfo of a new process reports what is really in use. */
+        /* Register now (O(1), no shared lock; the first memory report of the process reclaims
+         * the memory of dead processes, so even a first cuMemGetInfo reports what is in use). */
         vgpu_region_slot();
         d->didx = vgpu_region_device_index(d->uuid);
         vgpu_region_publish_limit(d->didx, d->lim.set, d->lim.bytes, d->sm);

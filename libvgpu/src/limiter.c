@@ -110,6 +110,15 @@ static long long now_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* CLOCK_MONOTONIC at tick resolution (never ahead of now_ns()): a few ns instead of a full
+ * clock read, for the checks of every launch that need no precision (see vgpu_limiter_launch). */
+static long long coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static void sleep_ns(long long ns)
 {
     if (ns <= 0)
@@ -436,8 +445,11 @@ static void priority_gate(struct vgpu_region *r, const struct vgpu_config *cfg)
 
 void vgpu_limiter_launch(CUstream s, uint64_t blocks)
 {
-    CUdevice dev;
-    if (vgpu_stream_device(s, &dev) != CUDA_SUCCESS || dev < 0 || dev >= VGPU_MAX_DEVICES)
+    /* With a single visible device every context and stream is on device 0: no driver call
+     * (a cuCtxGetDevice per launch) to find it. */
+    CUdevice dev = 0;
+    if (!vgpu_device_single() &&
+        (vgpu_stream_device(s, &dev) != CUDA_SUCCESS || dev < 0 || dev >= VGPU_MAX_DEVICES))
         return;
     const struct vgpu_device *d = vgpu_device_get(dev);
     if (d == NULL || !cap_in_range(d->sm))
@@ -453,14 +465,20 @@ void vgpu_limiter_launch(CUstream s, uint64_t blocks)
     struct local *lc = &g_local[dev];
     struct vgpu_region_limiter *L =
         r != NULL && d->didx >= 0 && d->didx < VGPU_MAX_DEVICES ? &r->h.lim[d->didx] : &lc->own;
-    long long now = now_ns();
+    /* A coarse clock (a tick behind at most) for the controller's schedule and the bucket's
+     * booking: a tick late on a 100 ms period, and at most a tick less idle credit (of BURST).
+     * The precise clock is read only for the rare controller step and when a launch may have to
+     * wait, so a cap that does not bind costs no full clock read. */
+    long long now = coarse_ns();
 
     long long next = atomic_load_explicit(&L->ctl_next, memory_order_relaxed);
     if (next == 0) {
+        now = now_ns();
         if (atomic_compare_exchange_strong(&L->ctl_next, &next, now + PERIOD_NS))
             ring_push(L, now, atomic_load(&L->blocks));
     } else if (now >= next &&
                atomic_compare_exchange_strong(&L->ctl_next, &next, now + PERIOD_NS)) {
+        now = now_ns();
         control(L, lc, d, d->sm, now);
     }
 
@@ -475,10 +493,12 @@ void vgpu_limiter_launch(CUstream s, uint64_t blocks)
             if (nw > now + MAX_LEAD_NS)
                 nw = now + MAX_LEAD_NS;
         } while (!atomic_compare_exchange_weak(&L->tat, &old, nw));
-        long long wait = old - now;
-        if (wait > MAX_LEAD_NS)
-            wait = MAX_LEAD_NS;
-        sleep_ns(wait);
+        if (old > now) { /* else in credit: no wait whatever the precise time */
+            long long wait = old - now_ns();
+            if (wait > MAX_LEAD_NS)
+                wait = MAX_LEAD_NS;
+            sleep_ns(wait);
+        }
     }
     atomic_fetch_add_explicit(&L->blocks, blocks, memory_order_relaxed);
 }

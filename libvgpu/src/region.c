@@ -190,6 +190,26 @@ static struct vgpu_region *attach_file(const char *path)
                    strerror(errno));
         return NULL;
     }
+    /* Common case, an initialized region of this layout: checked under a shared lock, so that
+     * processes starting together do not queue behind each other. */
+    if (init_lock(fd, F_RDLCK) == 0) {
+        struct vgpu_region_header h;
+        struct stat st;
+        memset(&h, 0, sizeof h);
+        void *p = MAP_FAILED;
+        if (fstat(fd, &st) == 0 && (size_t)st.st_size == size &&
+            pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.magic == VGPU_REGION_MAGIC &&
+            h.version == VGPU_REGION_VERSION && h.total_size == size)
+            p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        init_lock(fd, F_UNLCK);
+        if (p != MAP_FAILED) {
+            g_fd = fd;
+            vgpu_debug("attached shared region %s", path);
+            return p;
+        }
+    }
+    /* Creation, rebuild or an error: exclusively (a shared lock is released first: two
+     * upgrades would wait for each other). */
     if (init_lock(fd, F_WRLCK) < 0) {
         vgpu_error("cannot lock shared region %s: %s; limits apply to this process only", path,
                    strerror(errno));
@@ -388,6 +408,68 @@ static void release_own_slot_at_exit(void)
     unlock_slots(r);
 }
 
+/* Raises proc_high to at least N (lock-free). */
+static void raise_proc_high(struct vgpu_region *r, uint32_t n)
+{
+    uint32_t hi = atomic_load(&r->h.proc_high);
+    while (hi < n && !atomic_compare_exchange_weak(&r->h.proc_high, &hi, n))
+        ;
+}
+
+/* Claims a free slot without the slots lock, so that processes starting together do not queue
+ * behind each other.  The claim is the slot's liveness byte: the kernel gives a byte lock to one
+ * open file description only, and the state is checked again under it (a slot can only become
+ * FREE under the slots lock, by release_slot, and only become ACTIVE here, under its byte).
+ * Returns the index with the byte held, or -1 when no slot is free. */
+static int claim_free_slot(struct vgpu_region *r)
+{
+    for (int i = 0; i < VGPU_REGION_MAX_PROCS; i++) {
+        if (atomic_load_explicit(&r->proc[i].state, memory_order_acquire) != VGPU_SLOT_FREE)
+            continue;
+        if (g_private)
+            return i; /* one process; registration is serialised by g_attach_mu */
+        int cmd = g_have_ofd ? F_OFD_SETLK : F_SETLK;
+        if (lock_range(g_fd, cmd, F_WRLCK, slot_offset(i), 1) < 0)
+            continue; /* somebody holds that byte: being claimed, or its owner is exiting */
+        if (atomic_load_explicit(&r->proc[i].state, memory_order_acquire) == VGPU_SLOT_FREE)
+            return i;
+        /* claimed and (since) dead between our two looks: not free, leave it to reclamation */
+        lock_range(g_fd, cmd, F_UNLCK, slot_offset(i), 1);
+    }
+    return -1;
+}
+
+static bool slot_holds_memory(const struct vgpu_region_proc *p)
+{
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        if (atomic_load_explicit(&p->used[d], memory_order_relaxed) != 0)
+            return true;
+    return false;
+}
+
+/* Reclaims the dead slots that still hold memory; liveness is checked outside the slots lock
+ * (one lock query per such slot) and again under it before a slot is released. */
+static int reclaim_holding(struct vgpu_region *r)
+{
+    int n = 0;
+    uint32_t hi = atomic_load(&r->h.proc_high);
+    if (hi > VGPU_REGION_MAX_PROCS)
+        hi = VGPU_REGION_MAX_PROCS;
+    for (uint32_t i = 0; i < hi; i++) {
+        if (atomic_load(&r->proc[i].state) != VGPU_SLOT_ACTIVE || !slot_holds_memory(&r->proc[i]) ||
+            !slot_dead(r, (int)i))
+            continue;
+        lock_slots(r);
+        if (atomic_load(&r->proc[i].state) == VGPU_SLOT_ACTIVE && slot_dead(r, (int)i)) {
+            vgpu_info("reclaiming slot %u of dead process %d", i, r->proc[i].pid);
+            release_slot(r, (int)i);
+            n++;
+        }
+        unlock_slots(r);
+    }
+    return n;
+}
+
 struct vgpu_region_proc *vgpu_region_slot(void)
 {
     struct vgpu_region_proc *s = atomic_load_explicit(&g_slot, memory_order_acquire);
@@ -403,34 +485,29 @@ struct vgpu_region_proc *vgpu_region_slot(void)
         return s;
     }
     const struct vgpu_config *cfg = vgpu_config_get();
-    lock_slots(r);
-    reclaim_locked(r);
-    int idx = -1;
-    for (int i = 0; i < VGPU_REGION_MAX_PROCS; i++) {
-        if (atomic_load(&r->proc[i].state) != VGPU_SLOT_FREE)
-            continue;
-        if (!g_private && lock_range(g_fd, g_have_ofd ? F_OFD_SETLK : F_SETLK, F_WRLCK,
-                                     slot_offset(i), 1) < 0)
-            continue; /* somebody still holds that byte */
-        idx = i;
-        break;
-    }
+    pid_t pid = getpid();
+    uint64_t start_time = read_start_time(pid);
+    /* O(1) in the common case and no shared lock: dead slots are reclaimed lazily (those that
+     * hold memory at the first memory report and when an allocation would fail, all of them
+     * when the table is full). */
+    int idx = claim_free_slot(r);
+    if (idx < 0 && vgpu_region_reclaim_dead() > 0)
+        idx = claim_free_slot(r);
     if (idx >= 0) {
         struct vgpu_region_proc *p = &r->proc[idx];
         for (int d = 0; d < VGPU_MAX_DEVICES; d++)
             atomic_store(&p->used[d], 0);
-        p->pid = getpid();
+        p->pid = pid;
         p->host_pid = 0;
         p->priority = cfg->priority;
-        p->start_time = read_start_time(p->pid);
+        p->start_time = start_time;
+        /* visible to scans of [0, proc_high) before it can hold anything */
+        raise_proc_high(r, (uint32_t)idx + 1);
         atomic_store_explicit(&p->state, VGPU_SLOT_ACTIVE, memory_order_release);
-        if ((uint32_t)idx >= atomic_load(&r->h.proc_high))
-            atomic_store(&r->h.proc_high, (uint32_t)idx + 1);
         g_slot_idx = idx;
-        g_slot_pid = p->pid;
+        g_slot_pid = pid;
         s = p;
     }
-    unlock_slots(r);
     if (s == NULL) {
         vgpu_error("shared region is full (%d processes); allocations of this process are refused",
                    VGPU_REGION_MAX_PROCS);
@@ -553,11 +630,18 @@ void vgpu_region_uncharge(int didx, uint64_t size)
     unlock_device(r, didx);
 }
 
+static atomic_bool g_reported;
+
 uint64_t vgpu_region_used(int didx)
 {
     struct vgpu_region *r = vgpu_region_get();
     if (r == NULL || didx < 0 || didx >= VGPU_MAX_DEVICES)
         return 0;
+    /* The first report of a process reflects what is really in use: memory of dead processes
+     * (kill -9) is reclaimed first, once (registration does not scan, see vgpu_region_slot). */
+    if (!atomic_load_explicit(&g_reported, memory_order_relaxed) &&
+        !atomic_exchange(&g_reported, true))
+        reclaim_holding(r);
     return atomic_load_explicit(&r->dev[didx].used, memory_order_relaxed);
 }
 
@@ -581,4 +665,5 @@ void vgpu_region_atfork_child(void)
     atomic_store(&g_region, NULL);
     atomic_store(&g_exiting, false);
     pthread_mutex_init(&g_attach_mu, NULL);
+    atomic_store(&g_reported, false);
 }

@@ -16,8 +16,10 @@
  * Liveness: every process holds an open-file-description (OFD) write lock on one byte of the
  * file at its slot's offset for as long as it lives (the fd is O_CLOEXEC, so exec releases it
  * too).  The kernel drops it when the process dies, in any PID namespace, so a slot whose byte
- * is unlocked is dead; PID reuse cannot keep a dead slot alive.  Dead slots are reclaimed (their
- * usage subtracted) when a process registers and when an allocation would otherwise fail.
+ * is unlocked is dead; PID reuse cannot keep a dead slot alive.  Registration claims a free slot
+ * by taking its byte (no shared lock, no scan of the other slots).  Dead slots are reclaimed
+ * (their usage subtracted) lazily: those holding memory at a process's first memory report, all
+ * of them when an allocation would otherwise fail or when no slot is free.
  */
 #ifndef VGPU_REGION_H
 #define VGPU_REGION_H
