@@ -751,6 +751,8 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
                     f"--cert-dir={self.pki_dir / 'kubelet-generated'}",
                     f"--hostname-override={self.node_name}",
                     "--v=3",  # "Registered DRA plugin" is logged at level 3
+                    # each NodePrepare/UnprepareResources call, before and after (the peer comparison times them)
+                    "--vmodule=dra_plugin=4",
                 ],
                 self.logs / "kubelet.log",
                 env={"PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
@@ -984,12 +986,16 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
 # ----------------------------------------------------------------------------------------------- dra-hami
 
 
+_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 class HamiPlugin:
     """The dra-hami kubelet plugin as a subprocess, wired to the cluster's kubelet and containerd."""
 
     def __init__(self, cluster: Cluster, profile: str = "t4x2", libvgpu: Path | None = None,
                  extra_args: Iterable[str] = (), kubeconfig: Path | None = None) -> None:  # fmt: skip
         self.cluster = cluster
+        self.boot_id_file: Path | None = None  # --boot-id-file when set (a simulated reboot changes its content)
         self.profile = profile
         self.vgpu_dir = cluster.dir / "vgpu"
         self.libvgpu = libvgpu or self.vgpu_dir / "libvgpu.so"
@@ -1018,6 +1024,7 @@ class HamiPlugin:
             "--device-injection", "none",
             "--publish-interval", "5",
             "--log-level", "debug",
+            *(["--boot-id-file", str(self.boot_id_file)] if self.boot_id_file else []),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -1044,6 +1051,22 @@ class HamiPlugin:
     def restart(self) -> HamiPlugin:
         self.stop()
         return self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the plugin (a crash: no cleanup, the sockets and the checkpoint stay as they are)."""
+        if self.component is not None and self.component.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.component.proc.pid, signal.SIGKILL)
+            self.component.proc.wait(10)
+
+    def cdi_spec_uids(self) -> set[str]:
+        """Claim UIDs that have a CDI spec file in the cluster's CDI dir (the UID is in the file name)."""
+        return {m.group(0) for p in self.cluster.cdi_dir.iterdir() if (m := _UID.search(p.name))}
+
+    def claim_dirs(self) -> set[str]:
+        """Claim UIDs that have a per-claim directory (shared region) under <vgpu-dir>/claims."""
+        claims = self.vgpu_dir / "claims"
+        return {p.name for p in claims.iterdir()} if claims.is_dir() else set()
 
     def slices(self) -> list[dict[str, Any]]:
         items = self.cluster.kube.get(

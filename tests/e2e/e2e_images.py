@@ -179,3 +179,20 @@ class ImageStore:
     def list(self) -> list[str]:
         cmd = [str(self.ctr), "--address", str(self.address), "--namespace", "k8s.io", "images", "ls", "-q"]
         return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout.split()
+
+
+def shared_libraries(*binaries: Path, exclude: Path | None = None) -> dict[str, Path]:
+    """{path in the image: host file} for what the dynamic loader maps for ``binaries`` (per ``ldd``), at the same
+    paths as on the host; libraries under ``exclude`` (e.g. a fake driver shipped elsewhere) are left out."""
+    files: dict[str, Path] = {}
+    for binary in binaries:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            path = parts[2] if len(parts) >= 3 and parts[1] == "=>" else parts[0]
+            if not path.startswith("/"):
+                continue  # linux-vdso.so.1, or "not found"
+            if exclude is not None and Path(path).resolve().is_relative_to(exclude.resolve()):
+                continue
+            files[path] = Path(path)
+    return files
