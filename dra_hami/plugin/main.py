@@ -10,6 +10,9 @@ from pathlib import Path
 
 from dra_hami import cdi_store
 from dra_hami.discovery import load_discovery
+from dra_hami.health import monitor as health_monitor
+from dra_hami.health.nvml import DEFAULT_IGNORED_XIDS
+from dra_hami.health.service import HealthService
 from dra_hami.kube.client import ApiError, RawKubeApi
 from dra_hami.plugin.cdi_spec import CdiSettings, Injection
 from dra_hami.plugin.checkpoint import Checkpoint, read_boot_id
@@ -43,6 +46,10 @@ class PluginOptions:
     sweep_interval: float
     boot_id_file: Path
     require_libvgpu: bool
+    device_health: bool = True
+    fake_health_file: Path | None = None  # fake GPUs only; default <plugin-dir>/fake-health.yaml
+    health_ignored_xids: frozenset[int] = DEFAULT_IGNORED_XIDS
+    health_recovery_seconds: float = 60.0
 
     @property
     def dra_socket(self) -> Path:
@@ -65,7 +72,21 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
         reserved_memory=options.reserved_memory,
         memory_scaling=options.memory_scaling,
     )
-    publisher = SlicePublisher(api, discovery, publisher_config)
+    health = None
+    publish_from = discovery
+    if options.device_health:
+        health = health_monitor.build(
+            options.driver_name,
+            discovery,
+            fake=bool(options.fake_profile),
+            fake_health_file=options.fake_health_file or options.plugin_dir / "fake-health.yaml",
+            ignored_xids=options.health_ignored_xids,
+            recovery_seconds=options.health_recovery_seconds,
+        )
+        publish_from = health_monitor.LastKnownDiscovery(discovery, health.tracker)
+    publisher = SlicePublisher(api, publish_from, publisher_config, taints=health.taints if health else None)
+    if health is not None:
+        health.tracker.on_change(publisher.poke)  # taints follow health changes at once
 
     def devices():
         return node_devices(build_pool(discovery.discover(), publisher_config, generation=0))
@@ -87,7 +108,13 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
         boot_id=read_boot_id(options.boot_id_file),
         require_libvgpu=options.require_libvgpu,
     )
-    server = PluginServer(state, options.driver_name, options.dra_socket, options.registration_socket)
+    server = PluginServer(
+        state,
+        options.driver_name,
+        options.dra_socket,
+        options.registration_socket,
+        health=HealthService(health.tracker, options.node_name) if health is not None else None,
+    )
     server.start()
 
     def on_signal(signum, _frame):
@@ -102,9 +129,13 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
         threading.Thread(target=publisher.run, args=(stop, options.publish_interval), name="publisher", daemon=True),
         threading.Thread(target=_sweep_loop, args=(state, stop, options.sweep_interval), name="sweep", daemon=True),
     ]
+    if health is not None:
+        threads.append(threading.Thread(target=health.run, args=(stop,), name="device-health", daemon=True))
     for thread in threads:
         thread.start()
     stop.wait()
+    if health is not None:
+        health.tracker.close()  # ends the kubelet's health stream now instead of at its next heartbeat
     server.stop()
     state.close()
 

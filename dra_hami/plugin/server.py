@@ -1,4 +1,5 @@
-"""The kubelet-facing gRPC endpoints: plugin registration and the DRA v1 / v1beta1 services."""
+"""The kubelet-facing gRPC endpoints: plugin registration, the DRA v1 / v1beta1 services and, when device
+health is on, v1alpha1.DRAResourceHealth."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import grpc
 
 from dra_hami.plugin.proto import (
+    dra_health_v1alpha1_pb2_grpc,
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # v1 first: a 1.35+ kubelet takes the first entry it knows (reference/dra_api.md 1.4).
 SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
+HEALTH_VERSION = "v1alpha1.DRAResourceHealth"
 
 
 @dataclass
@@ -37,9 +40,15 @@ class RegistrationStatus:
 
 
 class Registration(pluginregistration_pb2_grpc.RegistrationServicer):
-    def __init__(self, driver_name: str, endpoint: Path, status: RegistrationStatus):
+    def __init__(
+        self,
+        driver_name: str,
+        endpoint: Path,
+        status: RegistrationStatus,
+        supported_versions: tuple[str, ...] = SUPPORTED_VERSIONS,
+    ):
         self._info = pluginregistration_pb2.PluginInfo(
-            type="DRAPlugin", name=driver_name, endpoint=str(endpoint), supported_versions=SUPPORTED_VERSIONS
+            type="DRAPlugin", name=driver_name, endpoint=str(endpoint), supported_versions=supported_versions
         )
         self._status = status
 
@@ -123,15 +132,27 @@ class DraV1beta1(_DraService, dra_v1beta1_pb2_grpc.DRAPluginServicer):
 class PluginServer:
     """One gRPC server listening on the DRA socket and on the registration socket."""
 
-    def __init__(self, state: PluginState, driver_name: str, dra_socket: Path, registration_socket: Path):
+    def __init__(
+        self,
+        state: PluginState,
+        driver_name: str,
+        dra_socket: Path,
+        registration_socket: Path,
+        health: dra_health_v1alpha1_pb2_grpc.DRAResourceHealthServicer | None = None,
+    ):
         self.status = RegistrationStatus()
         self._dra_socket = dra_socket
         self._registration_socket = registration_socket
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"))
         dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(DraV1(state), self._server)
         dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(DraV1beta1(state), self._server)
+        versions = SUPPORTED_VERSIONS
+        if health is not None:
+            # Without it the kubelet's health stream gets UNIMPLEMENTED (and logs it every 5 s).
+            dra_health_v1alpha1_pb2_grpc.add_DRAResourceHealthServicer_to_server(health, self._server)
+            versions = (*SUPPORTED_VERSIONS, HEALTH_VERSION)
         pluginregistration_pb2_grpc.add_RegistrationServicer_to_server(
-            Registration(driver_name, dra_socket, self.status), self._server
+            Registration(driver_name, dra_socket, self.status, versions), self._server
         )
 
     def start(self) -> None:

@@ -77,11 +77,12 @@ def _prune(value: Any) -> Any:
 
 def _only_our_fields(want: dict[str, Any], have: dict[str, Any]) -> dict[str, Any]:
     """``have`` without fields we never set (a newer API server may default new ones); devices and their
-    attribute and capacity maps are ours whole, so an entry we dropped still counts as a difference."""
+    attribute and capacity maps are ours whole, so an entry we dropped still counts as a difference.
+    Taints are ours even when we want none: a taint left on a recovered GPU must be removed."""
     projected = {key: value for key, value in have.items() if key in want}
     if "devices" in projected and len(want.get("devices") or []) == len(projected["devices"]):
         projected["devices"] = [
-            {key: value for key, value in device.items() if key in wanted}
+            {key: value for key, value in device.items() if key in wanted or key == "taints"}
             for wanted, device in zip(want["devices"], projected["devices"], strict=True)
         ]
     return projected

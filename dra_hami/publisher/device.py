@@ -19,13 +19,16 @@ class PoolError(ValueError):
     """The configuration cannot be applied to this node's GPUs; the message names the field."""
 
 
-def build_device(gpu: GpuInfo, config: PublisherConfig) -> dict[str, Any]:
-    return {
+def build_device(gpu: GpuInfo, config: PublisherConfig, taints: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    device = {
         "name": wire.device_name(gpu.minor),
         "allowMultipleAllocations": True,
         "attributes": attributes(gpu),
         "capacity": capacity(gpu, config),
     }
+    if taints:  # an unhealthy GPU (dra_hami.health): new claims avoid it
+        device["taints"] = taints
+    return device
 
 
 def attributes(gpu: GpuInfo) -> dict[str, dict[str, Any]]:

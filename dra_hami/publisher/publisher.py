@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,7 @@ class SlicePublisher:
         max_attempts: int = 5,
         watch_timeout: int = 300,
         min_gap: float = 0.2,
+        taints: Callable[[], dict[str, list[dict[str, Any]]]] | None = None,
     ):
         self._api = api
         self._discovery = discovery
@@ -58,6 +60,13 @@ class SlicePublisher:
         self._min_gap = min_gap  # coalesces a burst of watch events (our own writes cause some) into one pass
         self._last_generation = 0
         self._lock = threading.Lock()
+        self._taints = taints or dict  # device name -> taints (device health)
+        self._taints_dropped = False  # the API server drops them (DRADeviceTaints off): stop sending them
+        self._wake = threading.Event()
+
+    def poke(self) -> None:
+        """Reconcile soon (e.g. a GPU's health changed); safe from any thread, never blocks."""
+        self._wake.set()
 
     @property
     def config(self) -> PublisherConfig:
@@ -86,7 +95,7 @@ class SlicePublisher:
 
     def run(self, stop: threading.Event, interval: float = 30.0) -> None:
         """Reconcile every ``interval`` seconds and on watch events until ``stop`` is set; never raises."""
-        wake = threading.Event()
+        wake = self._wake
         threading.Thread(target=lambda: (stop.wait(), wake.set()), name="publisher-stop", daemon=True).start()
         threading.Thread(target=self._watch, args=(stop, wake, interval), name="publisher-watch", daemon=True).start()
         while not stop.is_set():
@@ -145,23 +154,25 @@ class SlicePublisher:
     def _reconcile_once(self, gpus: list[Any], attempt: int) -> ReconcileResult:
         stored = {slice_["metadata"]["name"]: slice_ for slice_ in self._list()}
         current = max((pool_generation(slice_) for slice_ in stored.values()), default=0)
-        desired = build_pool(gpus, self._config, current)
+        taints = {} if self._taints_dropped else self._taints()
+        desired = build_pool(gpus, self._config, current, taints)
         if self._in_sync(desired, stored, current):
             self._last_generation = max(self._last_generation, current)
             return ReconcileResult(current, attempts=attempt)
 
         # Any change moves every slice to a new generation: consumers use only the highest one they see.
         generation = max(current, self._last_generation) + 1
-        desired = build_pool(gpus, self._config, generation)
+        desired = build_pool(gpus, self._config, generation, taints)
         created, updated = [], []
         for body in desired:
             name = body["metadata"]["name"]
             if name in stored:
-                self._update(body, stored[name])
+                written = self._update(body, stored[name])
                 updated.append(name)
             else:
-                self._api.create_resource_slice(body)
+                written = self._api.create_resource_slice(body)
                 created.append(name)
+            self._check_taints_kept(body, written)
         self._last_generation = generation
         stale = sorted(set(stored) - {body["metadata"]["name"] for body in desired})
         for name in stale:
@@ -178,16 +189,32 @@ class SlicePublisher:
             for body in desired
         )
 
-    def _update(self, body: dict[str, Any], stored: dict[str, Any]) -> None:
+    def _update(self, body: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
         try:
-            self._api.update_resource_slice(_update_body(body, stored))
+            return self._api.update_resource_slice(_update_body(body, stored))
         except ApiError as err:
             if err.status != 422:
                 raise
             # An immutable field differs (a foreign pool name, say): replace the slice instead.
             log.info("slice %s cannot be updated in place (%s); re-creating it", body["metadata"]["name"], err)
             self._api.delete_resource_slice(body["metadata"]["name"])
-            self._api.create_resource_slice(body)
+            return self._api.create_resource_slice(body)
+
+    def _check_taints_kept(self, sent: dict[str, Any], written: dict[str, Any] | None) -> None:
+        """A server with DRADeviceTaints off silently drops taints; sending them again would rewrite the pool
+        on every pass (and wake the watch each time), so stop, and say why."""
+        if self._taints_dropped or not isinstance(written, dict) or not written.get("spec"):
+            return
+        if _has_taints(sent) and not _has_taints(written):
+            self._taints_dropped = True
+            log.warning(
+                "the API server dropped the device taints of unhealthy GPUs (feature gate DRADeviceTaints off?); "
+                "publishing without taints from now on"
+            )
+
+
+def _has_taints(slice_: dict[str, Any]) -> bool:
+    return any(device.get("taints") for device in (slice_.get("spec") or {}).get("devices") or [])
 
 
 def _update_body(body: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dra_hami import wire
@@ -19,14 +19,21 @@ MAX_NAME = 253
 MAX_DEVICES_WITH_TAINTS = 64  # also when devices consume counters
 
 
-def build_pool(gpus: Sequence[GpuInfo], config: PublisherConfig, generation: int) -> list[dict[str, Any]]:
+def build_pool(
+    gpus: Sequence[GpuInfo],
+    config: PublisherConfig,
+    generation: int,
+    taints: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
     """Every slice of the node's pool at ``generation``; raises PoolError / PolicyError before anything is sent.
 
     A node without GPUs still publishes one empty slice, so consumers see the pool exists and is empty.
+    ``taints``: device taints by device name (unhealthy GPUs).
     """
     if generation < 0:
         raise ValueError(f"generation {generation} is negative")
-    devices = [build_device(gpu, config) for gpu in sort_gpus(list(gpus))]
+    taints = taints or {}
+    devices = [build_device(gpu, config, taints.get(gpu.device_name)) for gpu in sort_gpus(list(gpus))]
     names = [device["name"] for device in devices]
     if len(set(names)) != len(names):
         raise PolicyError(f"two GPUs map to one device name: {sorted(names)}")

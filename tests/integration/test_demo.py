@@ -29,7 +29,7 @@ def test_demo_writes_slices_claims_and_specs(tmp_path):
     # Pods that cannot fit say why, like the scheduler would.
     assert "default/training: stays Pending" in done.stdout and "needs 15Gi" in done.stdout
     # The registration answer and the libvgpu run in the prepared claim's environment.
-    assert "supported_versions=['v1.DRAPlugin', 'v1beta1.DRAPlugin']" in done.stdout
+    assert "supported_versions=['v1.DRAPlugin', 'v1beta1.DRAPlugin', 'v1alpha1.DRAResourceHealth']" in done.stdout
     assert "cuDeviceTotalMem                 -> 4096 MiB" in done.stdout
     assert "-> CUDA_ERROR_OUT_OF_MEMORY" in done.stdout
 

@@ -42,7 +42,7 @@ def test_registration_answer(plugin):
     assert info.type == "DRAPlugin"
     assert info.name == DRIVER
     assert info.endpoint == str(plugin.dra_socket)
-    assert list(info.supported_versions) == ["v1.DRAPlugin", "v1beta1.DRAPlugin"]
+    assert list(info.supported_versions) == ["v1.DRAPlugin", "v1beta1.DRAPlugin", "v1alpha1.DRAResourceHealth"]
     plugin.notify_registered(True)
     plugin.notify_registered(False, "kubelet says no")
     assert "kubelet says no" in plugin.log_path.read_text()

@@ -1,0 +1,71 @@
+"""``dra-hami exporter``: the node's metrics endpoint (flags per the shared CLI contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dra_hami import wire
+from dra_hami.cli import _DEFAULT_PLUGINS_ROOT, _logging_options
+
+
+@click.command("exporter")
+@click.option(
+    "--driver-name",
+    default=wire.DEFAULT_DRIVER_NAME,
+    envvar="DRIVER_NAME",
+    show_default=True,
+    help="DRA driver name (locates the plugin's directory).",
+)
+@click.option("--node-name", required=True, envvar="NODE_NAME", help="This node's name (the nodeid/node labels).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    envvar="KUBECONFIG",
+    help="Kubeconfig file; in-cluster configuration when omitted. Used to tell which pod uses a claim.",
+)
+@click.option(
+    "--fake-profile",
+    envvar="FAKE_PROFILE",
+    help="Fake GPUs instead of NVML (same profiles as the kubelet plugin); card usage is then the claims' sum.",
+)
+@click.option(
+    "--vgpu-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/usr/local/vgpu"),
+    envvar="VGPU_DIR",
+    show_default=True,
+    help="The kubelet plugin's --vgpu-dir: the claim regions are claims/<uid>/vgpu.cache under it.",
+)
+@click.option(
+    "--plugin-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PLUGIN_DIR",
+    help="The kubelet plugin's --plugin-dir, read for its checkpoint (prepared claims). "
+    "[default: /var/lib/kubelet/plugins/<driver>]",
+)
+@click.option(
+    "--metrics-bind-address",
+    default="0.0.0.0:9401",
+    envvar="METRICS_BIND_ADDRESS",
+    show_default=True,
+    help="HOST:PORT of /metrics and /healthz.",
+)
+@_logging_options
+def exporter(**kwargs) -> None:
+    """Serve per-claim GPU memory and compute usage and per-GPU usage as Prometheus metrics."""
+    from dra_hami import logs
+    from dra_hami.discovery import DiscoveryError
+    from dra_hami.exporter.main import ExporterOptions, parse_bind_address, run
+
+    logs.setup(kwargs.pop("log_level"), kwargs.pop("log_format"))
+    kwargs["plugin_dir"] = kwargs["plugin_dir"] or _DEFAULT_PLUGINS_ROOT / kwargs["driver_name"]
+    try:
+        parse_bind_address(kwargs["metrics_bind_address"])
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--metrics-bind-address") from None
+    try:
+        run(ExporterOptions(**kwargs))
+    except (DiscoveryError, OSError) as err:
+        raise click.ClickException(str(err)) from err

@@ -1,0 +1,83 @@
+"""Physical per-GPU usage: from NVML on a GPU node, or derived from the claims' regions for fake GPUs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol
+
+from dra_hami.discovery.model import DiscoveryError, GpuInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GpuUsage:
+    memory_used: int | None = None  # bytes in use on the card, all processes (None: could not read)
+    memory_total: int | None = None
+    utilization: int | None = None  # percent of time a kernel ran (NVML's GPU utilization)
+
+
+class GpuStats(Protocol):
+    def usage(self, gpu: GpuInfo, claims_used: int, claims_util: int) -> GpuUsage:
+        """``claims_used`` / ``claims_util``: the sums over the claims' regions of this GPU (for fakes)."""
+        ...
+
+
+class FakeGpuStats:
+    """Fake GPUs have no driver: the card holds what the claims charged, and is as busy as they are."""
+
+    def usage(self, gpu: GpuInfo, claims_used: int, claims_util: int) -> GpuUsage:
+        return GpuUsage(min(claims_used, gpu.memory_bytes), gpu.memory_bytes, min(claims_util, 100))
+
+
+class NvmlGpuStats:
+    """Two NVML queries per GPU per scrape (microseconds each); handles are cached by UUID."""
+
+    def __init__(self, nvml: ModuleType | Any | None = None):
+        if nvml is None:
+            import pynvml as nvml
+        self._nvml = nvml
+        self._handles: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._failing: set[str] = set()
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as err:
+            raise DiscoveryError(
+                f"cannot initialise NVML: {err}. Is the NVIDIA driver loaded and libnvidia-ml.so.1 visible "
+                "to this container? (use --fake-profile to run without GPUs)"
+            ) from err
+
+    def usage(self, gpu: GpuInfo, claims_used: int, claims_util: int) -> GpuUsage:
+        nvml = self._nvml
+        try:
+            with self._lock:
+                handle = self._handles.get(gpu.uuid)
+                if handle is None:
+                    handle = self._handles[gpu.uuid] = nvml.nvmlDeviceGetHandleByUUID(gpu.uuid)
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            used, total = int(memory.used), int(memory.total)
+        except nvml.NVMLError as err:
+            self._failed(gpu, err)
+            with self._lock:
+                self._handles.pop(gpu.uuid, None)  # a reset GPU gets a new handle
+            return GpuUsage()
+        utilization = None
+        try:
+            utilization = int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        except nvml.NVMLError as err:
+            if getattr(err, "value", None) != getattr(nvml, "NVML_ERROR_NOT_SUPPORTED", object()):
+                self._failed(gpu, err)
+                return GpuUsage(used, total, None)
+        if gpu.uuid in self._failing:
+            self._failing.discard(gpu.uuid)
+            log.info("NVML answers for GPU %s again", gpu.uuid)
+        return GpuUsage(used, total, utilization)
+
+    def _failed(self, gpu: GpuInfo, err: Exception) -> None:
+        if gpu.uuid not in self._failing:  # once per episode, not once per scrape
+            self._failing.add(gpu.uuid)
+            log.warning("NVML: cannot read the usage of GPU %s (%s): %s", gpu.device_name, gpu.uuid, err)
