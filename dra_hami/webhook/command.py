@@ -1,0 +1,155 @@
+"""``dra-hami webhook``: the click command (flags of notes' CLI contract) and the process around the server."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from dra_hami import wire
+
+log = logging.getLogger(__name__)
+
+
+@click.command("webhook")
+@click.option(
+    "--tls-cert-file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="TLS_CERT_FILE",
+    help="Serving certificate (PEM); re-read when the file changes.",
+)
+@click.option(
+    "--tls-key-file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="TLS_KEY_FILE",
+    help="Its private key (PEM).",
+)
+@click.option(
+    "--bind-address",
+    default="0.0.0.0:9443",
+    show_default=True,
+    envvar="BIND_ADDRESS",
+    help="HOST:PORT of the HTTPS server (/mutate-pods, /validate-claims, /healthz).",
+)
+@click.option(
+    "--policy-mode/--no-policy-mode",
+    default=False,
+    show_default=True,
+    envvar="POLICY_MODE",
+    help="Add the scheduling gate <driver>/allocation to pods whose claims use our DeviceClass "
+    "(opt out with the label dra-hami.project-hami.io/policy-mode=disabled on namespace or pod).",
+)
+@click.option(
+    "--legacy-translation/--no-legacy-translation",
+    default=False,
+    show_default=True,
+    envvar="LEGACY_TRANSLATION",
+    help="Translate HAMi's nvidia.com/gpu, gpumem, gpumem-percentage, gpucores in every namespace; "
+    "otherwise only in namespaces labelled dra-hami.project-hami.io/legacy-translation=enabled.",
+)
+@click.option(
+    "--metrics-bind-address",
+    default="0.0.0.0:9403",
+    show_default=True,
+    envvar="METRICS_BIND_ADDRESS",
+    help="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP); port 0 disables it.",
+)
+@click.option(
+    "--quota-resync",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between full GpuQuota status passes (claim changes are picked up at once by a watch).",
+)
+@click.option(
+    "--template-grace",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    help="Seconds an unused legacy ResourceClaimTemplate is kept after its last admission.",
+)
+@click.option(
+    "--driver-name",
+    default=wire.DEFAULT_DRIVER_NAME,
+    envvar="DRIVER_NAME",
+    show_default=True,
+    help="DRA driver name; also the name of our DeviceClass.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    envvar="KUBECONFIG",
+    help="Kubeconfig file; in-cluster configuration when omitted.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="LOG_FORMAT",
+    show_default=True,
+    help="Log lines as plain text or as JSON objects.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    envvar="LOG_LEVEL",
+    show_default=True,
+    help="Least severe log level written to stderr.",
+)
+def webhook(tls_cert_file: Path, tls_key_file: Path, bind_address: str, policy_mode: bool, legacy_translation: bool,
+            metrics_bind_address: str, quota_resync: float, template_grace: float, driver_name: str,
+            kubeconfig: str | None, log_format: str, log_level: str) -> None:  # fmt: skip
+    """Admission webhook: scheduling gate (policy mode), HAMi legacy translation, VGpuConfig validation, GpuQuota.
+
+    Also keeps GpuQuota status.used current and deletes legacy ResourceClaimTemplates no pod uses any more."""
+    import datetime
+    import ssl
+
+    from prometheus_client import start_http_server
+
+    from dra_hami import logs
+    from dra_hami.kube.client import RawKubeApi
+    from dra_hami.quota.reconciler import QuotaReconciler
+    from dra_hami.webhook.admission import Admission, AdmissionOptions
+    from dra_hami.webhook.collector import TemplateCollector
+    from dra_hami.webhook.kube import KubeWebhookApi
+    from dra_hami.webhook.server import WebhookServer, parse_bind
+
+    logs.setup(log_level, log_format)
+    try:
+        bind = parse_bind(bind_address, "--bind-address")
+        metrics_bind = parse_bind(metrics_bind_address, "--metrics-bind-address")
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    try:
+        raw = RawKubeApi.from_config(kubeconfig)
+    except Exception as err:  # the client raises its own ConfigException and plain OSError
+        raise click.ClickException(f"cannot load the Kubernetes configuration: {err}") from None
+    api = KubeWebhookApi(raw)
+    admission = Admission(api, AdmissionOptions(driver_name, policy_mode, legacy_translation))
+    handlers = {"/mutate-pods": admission.mutate_pod, "/validate-claims": admission.validate_claim}
+    try:
+        server = WebhookServer(bind, tls_cert_file, tls_key_file, handlers)
+    except (OSError, ssl.SSLError) as err:
+        raise click.ClickException(f"cannot serve HTTPS on {bind_address} with {tls_cert_file}: {err}") from None
+    if metrics_bind[1]:
+        start_http_server(metrics_bind[1], addr=metrics_bind[0])
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    reconciler = QuotaReconciler(api, driver_name, resync=quota_resync, watch=api.watch)
+    collector = TemplateCollector(api, grace=datetime.timedelta(seconds=template_grace))
+    threading.Thread(target=reconciler.run, args=(stop,), name="quota-reconciler", daemon=True).start()
+    threading.Thread(target=collector.run, args=(stop,), name="template-collector", daemon=True).start()
+    server.start()
+    log.info("dra-hami webhook on %s:%d (policy mode %s, legacy translation %s)", *bind,
+             "on" if policy_mode else "off", "cluster-wide" if legacy_translation else "per namespace")  # fmt: skip
+    stop.wait()
+    server.shutdown()

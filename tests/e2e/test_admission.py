@@ -1,0 +1,302 @@
+"""``dra-hami webhook`` registered with the real API server: HAMi legacy pods run capped, policy mode gates GPU
+pods, GpuQuota refuses and releases, invalid VGpuConfig is refused at creation, and an outage blocks no plain pod.
+
+The webhook runs as a child process on 127.0.0.1 with a serving certificate from the cluster's CA; the
+webhook configurations are the ones ``dra_hami.webhook.configuration`` builds (so the API server also checks
+their matchConditions CEL), pointed at that address. They are removed again after this module.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+from cluster import DRIVER, REPO_ROOT, ApiError, Cluster, Component, HamiPlugin, free_port, load_manifests, wait_for
+from e2e_images import BUSYBOX_IMAGE
+from e2e_pki import CertSpec
+
+from dra_hami.webhook import configuration
+
+pytestmark = pytest.mark.e2e
+
+RESOURCE = "/apis/resource.k8s.io/v1"
+QUOTAS = "/apis/dra-hami.project-hami.io/v1alpha1"
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+GATE = f"{DRIVER}/allocation"
+LEGACY = {"dra-hami.project-hami.io/legacy-translation": "enabled"}
+NO_POLICY = {"dra-hami.project-hami.io/policy-mode": "disabled"}
+
+
+class Webhook:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.port = free_port()
+        self.pair = cluster.pki.issue(
+            CertSpec("dra-hami-webhook", "dra-hami-webhook", ip_addresses=("127.0.0.1",), server=True)
+        )
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.component = Component(
+            "dra-hami-webhook",
+            [
+                sys.executable, "-m", "dra_hami", "webhook",
+                "--tls-cert-file", str(self.pair.cert), "--tls-key-file", str(self.pair.key),
+                "--bind-address", f"127.0.0.1:{self.port}", "--metrics-bind-address", "127.0.0.1:0",
+                "--kubeconfig", str(cluster.admin_kubeconfig), "--policy-mode", "--quota-resync", "5",
+                "--log-level", "debug",
+            ],
+            cluster.logs / "dra-hami-webhook.log",
+            env={"PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":"), "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+
+    def healthy(self) -> bool:
+        self.component.check_alive()
+        ctx = ssl.create_default_context(cafile=str(self.cluster.pki.ca.cert))
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", context=ctx, timeout=2) as resp:
+                return resp.read() == b"ok"
+        except OSError:
+            return False
+
+    def configurations(self, url: str | None = None) -> list[tuple[str, dict]]:
+        ca = self.cluster.pki.ca.cert.read_bytes()
+        return [
+            ("mutatingwebhookconfigurations", configuration.mutating(DRIVER, ca, url=url or self.url)),
+            ("validatingwebhookconfigurations", configuration.validating(DRIVER, ca, url=url or self.url)),
+        ]
+
+    def register(self, url: str | None = None) -> None:
+        kube = self.cluster.kube
+        for plural, obj in self.configurations(url):
+            path = f"{ADMISSION}/{plural}"
+            current = kube.get_or_none(f"{path}/{obj['metadata']['name']}")
+            if current is None:
+                kube.request("POST", path, obj)
+            else:
+                obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                kube.request("PUT", f"{path}/{obj['metadata']['name']}", obj)
+
+    def unregister(self) -> None:
+        for plural, obj in self.configurations():
+            self.cluster.kube.delete(f"{ADMISSION}/{plural}/{obj['metadata']['name']}")
+
+
+@pytest.fixture(scope="module")
+def gpuquota_crd(cluster: Cluster) -> None:
+    (crd,) = load_manifests(REPO_ROOT / "crds" / "gpuquota.yaml")
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    if cluster.kube.get_or_none(f"{path}/{crd['metadata']['name']}") is None:
+        cluster.kube.request("POST", path, crd)
+
+    def established() -> bool:
+        obj = cluster.kube.get(f"{path}/{crd['metadata']['name']}")
+        conditions = {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions", [])}
+        return conditions.get("Established") == "True" and cluster.kube.get_or_none(f"{QUOTAS}/gpuquotas") is not None
+
+    wait_for(established, 60, "the GpuQuota CRD to be established and served")
+
+
+@pytest.fixture(scope="module")
+def webhook(cluster: Cluster, hami_plugin: HamiPlugin, device_class: dict, gpuquota_crd: None):
+    hook = Webhook(cluster)
+    cluster.components[hook.component.name] = hook.component
+    hook.component.start()
+    try:
+        wait_for(hook.healthy, 60, "dra-hami webhook /healthz over HTTPS", details=lambda: hook.component.tail(30))
+        hook.register()
+        yield hook
+    finally:
+        hook.unregister()
+        hook.component.stop()
+
+
+def labelled_namespace(cluster: Cluster, namespace: str, labels: dict[str, str]) -> None:
+    cluster.kube.patch(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": labels}})
+    time.sleep(5.5)  # the webhook caches namespace labels for 5 s
+
+
+def busybox(name: str, command: str, limits: dict | None = None) -> dict:
+    ctr: dict = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sh", "-c", command]}
+    if limits:
+        ctr["resources"] = {"limits": limits}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "hostNetwork": True,
+            "automountServiceAccountToken": False,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [ctr],
+        },
+    }
+
+
+def claim_body(name: str, memory: str, cores: str = "10", config: dict | None = None, template: bool = False) -> dict:
+    spec: dict = {
+        "devices": {
+            "requests": [
+                {"name": "gpu", "exactly": {"deviceClassName": DRIVER,
+                                            "capacity": {"requests": {"memory": memory, "cores": cores}}}}
+            ]
+        }
+    }  # fmt: skip
+    if config is not None:
+        spec["devices"]["config"] = [{"requests": ["gpu"], "opaque": {"driver": DRIVER, "parameters": config}}]
+    if template:
+        return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": name},
+                "spec": {"spec": spec}}  # fmt: skip
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name}, "spec": spec}
+
+
+def test_legacy_homelab_pod_gets_a_claim_and_runs_capped(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    kube = cluster.kube
+    labelled_namespace(cluster, namespace, {**LEGACY, **NO_POLICY})  # translated, not gated (no controller here)
+    pod = busybox(
+        "legacy-worker",
+        "env | sort; echo READY; sleep 3600",
+        {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "20", "nvidia.com/gpucores": "25"},
+    )
+    created = kube.create(pod, namespace)
+    # what the API server stored: the legacy resources are gone, a template-backed claim is in their place
+    (entry,) = created["spec"]["resourceClaims"]
+    assert entry["name"] == "hami-main" and entry["resourceClaimTemplateName"].startswith("hami-legacy-")
+    assert created["spec"]["containers"][0]["resources"] == {"claims": [{"name": "hami-main"}]}
+    assert not created["spec"].get("schedulingGates")
+    template = kube.get(
+        f"{RESOURCE}/namespaces/{namespace}/resourceclaimtemplates/{entry['resourceClaimTemplateName']}"
+    )
+    exactly = template["spec"]["spec"]["devices"]["requests"][0]["exactly"]
+    assert exactly["capacity"]["requests"] == {"cores": "25", "memory": "3Gi"}  # 20% of a 15360Mi T4
+
+    running = cluster.wait_pod_phase("legacy-worker", ["Running"], namespace, timeout=180)
+    log = cluster.wait_pod_log("legacy-worker", r"^READY$", "main", namespace, timeout=60)
+    env = dict(line.split("=", 1) for line in log.splitlines() if "=" in line)
+    assert env.get("CUDA_DEVICE_MEMORY_LIMIT_0") == "3072m", log
+    assert env.get("CUDA_DEVICE_SM_LIMIT_0") == "25", log
+
+    # the claim belongs to the pod (Kubernetes made it from the template): it goes with the pod, no leak
+    claim_name = running["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
+    claim_path = f"{RESOURCE}/namespaces/{namespace}/resourceclaims/{claim_name}"
+    claim = kube.get(claim_path)
+    assert [o["uid"] for o in claim["metadata"]["ownerReferences"]] == [running["metadata"]["uid"]]
+    assert claim["metadata"]["labels"]["dra-hami.project-hami.io/legacy-translated"] == "true"
+    cluster.delete_pod("legacy-worker", namespace)
+    wait_for(lambda: kube.get_or_none(claim_path) is None, 60, f"claim {claim_name} to go with its pod")
+
+
+def test_bad_legacy_values_are_refused_at_creation(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    labelled_namespace(cluster, namespace, LEGACY)
+    pod = busybox("too-much", "true", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "99999"})
+    with pytest.raises(ApiError) as refused:
+        cluster.kube.create(pod, namespace)
+    assert refused.value.status == 400
+    assert "nvidia.com/gpumem is 99999 MiB but the largest GPU has 15360 MiB" in str(refused.value)
+
+
+def test_policy_mode_gates_gpu_pods_only(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    kube = cluster.kube
+    kube.create(claim_body("slice", "1Gi", template=True), namespace)
+    gpu_pod = busybox("gpu", "echo READY; sleep 3600")
+    gpu_pod["spec"]["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
+    gpu_pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimTemplateName": "slice"}]
+    created = kube.create(gpu_pod, namespace)
+    assert created["spec"]["schedulingGates"] == [{"name": GATE}]
+    plain = kube.create(busybox("plain", "echo hi"), namespace)
+    assert not plain["spec"].get("schedulingGates")
+    cluster.wait_pod_phase("plain", ["Succeeded"], namespace, timeout=120)
+
+    def gated() -> bool:
+        conditions = {
+            c["type"]: c for c in (cluster.pod("gpu", namespace) or {}).get("status", {}).get("conditions", [])
+        }
+        return conditions.get("PodScheduled", {}).get("reason") == "SchedulingGated"
+
+    wait_for(gated, 30, "the gated pod to report SchedulingGated")
+    # what the allocation controller does once it placed the claims: lift the gate; the pod then runs
+    kube.patch(f"/api/v1/namespaces/{namespace}/pods/gpu", {"spec": {"schedulingGates": []}})
+    cluster.wait_pod_phase("gpu", ["Running"], namespace, timeout=180)
+
+
+def test_invalid_vgpu_config_is_refused_at_creation(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    kube = cluster.kube
+    good = {"apiVersion": "gpu.hami.io/v1alpha1", "kind": "VGpuConfig", "coreLimitPolicy": "force"}
+    kube.create(claim_body("tuned", "1Gi", config=good, template=True), namespace)
+    for body in (
+        claim_body("bad-template", "1Gi", config={**good, "coreLimitPolicy": "sometimes"}, template=True),
+        claim_body("bad-claim", "1Gi", config={**good, "coreLimitPolicy": "sometimes"}),
+    ):
+        with pytest.raises(ApiError) as refused:
+            kube.create(body, namespace)
+        assert refused.value.status == 400
+        message = str(refused.value)
+        assert "invalid VGpuConfig" in message and "coreLimitPolicy: got 'sometimes'" in message, message
+        assert "fix the VGpuConfig" in message
+
+
+def test_gpuquota_refuses_and_releases(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    kube = cluster.kube
+    quota_path = f"{QUOTAS}/namespaces/{namespace}/gpuquotas"
+    kube.request("POST", quota_path, {
+        "apiVersion": "dra-hami.project-hami.io/v1alpha1", "kind": "GpuQuota",
+        "metadata": {"name": "budget"}, "spec": {"hard": {"memory": "4Gi", "gpus": 2}},
+    })  # fmt: skip
+
+    def used() -> dict:
+        return (kube.get(f"{quota_path}/budget").get("status") or {}).get("used") or {}
+
+    wait_for(lambda: used().get("gpus") == 0, 30, "the reconciler's first status of the new GpuQuota")
+    kube.create(claim_body("a", "3Gi"), namespace)
+    with pytest.raises(ApiError) as refused:
+        kube.create(claim_body("b", "2Gi"), namespace)
+    assert refused.value.status == 403
+    assert "would exceed GpuQuota" in str(refused.value)
+    assert "memory: used 3Gi + requested 2Gi = 5Gi exceeds the limit 4Gi" in str(refused.value)
+    wait_for(lambda: used() == {"memory": "3Gi", "cores": 10, "gpus": 1}, 30, "status.used to show claim a")
+
+    # a pod whose template would go over: its claim is refused when Kubernetes creates it, the pod waits
+    kube.create(claim_body("big", "2Gi", template=True), namespace)
+    pod = busybox("waits", "echo READY; sleep 3600")
+    pod["metadata"]["labels"] = NO_POLICY
+    pod["spec"]["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
+    pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimTemplateName": "big"}]
+    kube.create(pod, namespace)
+    wait_for(lambda: "would exceed GpuQuota" in cluster.events_for("waits", namespace), 60,
+             "an event saying the pod's claim was refused by GpuQuota",
+             details=lambda: cluster.describe_pod("waits", namespace))  # fmt: skip
+    assert (cluster.pod("waits", namespace) or {}).get("status", {}).get("phase") == "Pending"
+
+    # deleting claim a frees the quota: the reconciler updates status, the waiting pod's claim now fits
+    kube.delete(f"{RESOURCE}/namespaces/{namespace}/resourceclaims/a")
+    cluster.wait_pod_phase("waits", ["Running"], namespace, timeout=180)
+    wait_for(lambda: used().get("memory") == "2Gi" and used().get("gpus") == 1, 30, "status.used after the release")
+
+
+def test_outage_never_blocks_a_pod(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    kube = cluster.kube
+    labelled_namespace(cluster, namespace, LEGACY)
+    dead = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+    webhook.register(url=dead)
+    try:
+        plain = kube.create(busybox("plain", "echo hi"), namespace)  # not even sent (matchConditions)
+        assert plain["metadata"]["name"] == "plain"
+        legacy = kube.create(busybox("legacy", "true", {"nvidia.com/gpu": "1"}), namespace)  # sent, ignored
+        assert legacy["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+        assert not legacy["spec"].get("resourceClaims")
+        with pytest.raises(ApiError) as refused:  # our claims fail closed: quota cannot be bypassed
+            kube.create(claim_body(f"c-{uuid.uuid4().hex[:6]}", "1Gi"), namespace)
+        assert "failed calling webhook" in str(refused.value)
+        cluster.wait_pod_phase("plain", ["Succeeded"], namespace, timeout=120)
+    finally:
+        webhook.register()
+    # back in service: a claim of ours is judged by the webhook again
+    kube.create(claim_body("after-outage", "1Gi"), namespace)
+
+
+def test_webhook_log_has_no_tracebacks(webhook: Webhook) -> None:
+    assert not webhook.component.grep("Traceback"), webhook.component.tail(60)
