@@ -172,11 +172,42 @@ def main() -> None:
     show_default=True,
     help="Source of the node boot id recorded in the checkpoint (reboot detection).",
 )
+@click.option(
+    "--device-health/--no-device-health",
+    default=True,
+    envvar="DEVICE_HEALTH",
+    show_default=True,
+    help="Watch GPU health (NVML XID events, lost GPUs): taint unhealthy devices in the ResourceSlice and serve "
+    "the kubelet's DRAResourceHealth stream.",
+)
+@click.option(
+    "--health-ignored-xids",
+    default="13,31,43,45,68,109",
+    envvar="HEALTH_IGNORED_XIDS",
+    show_default=True,
+    help="XIDs that are application errors, not GPU faults (comma-separated; empty: none).",
+)
+@click.option(
+    "--health-recovery-seconds",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    envvar="HEALTH_RECOVERY_SECONDS",
+    show_default=True,
+    help="A GPU tainted for an XID is healthy again after this long without one, if NVML probes pass.",
+)
+@click.option(
+    "--fake-health-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FAKE_HEALTH_FILE",
+    help="Fake GPUs only: YAML file of injected faults ({hami-gpu-0: {xid: 79}}), re-read while running. "
+    "[default: <plugin-dir>/fake-health.yaml]",
+)
 @_logging_options
 def kubelet_plugin(**kwargs) -> None:
     """Run the node side: publish this node's GPUs as ResourceSlices and prepare claims for the kubelet."""
     from dra_hami import logs
     from dra_hami.discovery import DiscoveryError
+    from dra_hami.health.nvml import parse_xids
     from dra_hami.plugin.main import PluginOptions, run
     from dra_hami.publisher.device import PoolError
     from dra_hami.publisher.policy import PolicyError
@@ -185,6 +216,10 @@ def kubelet_plugin(**kwargs) -> None:
     driver = kwargs["driver_name"]
     kwargs["plugin_dir"] = kwargs["plugin_dir"] or _DEFAULT_PLUGINS_ROOT / driver
     kwargs["libvgpu_path"] = kwargs["libvgpu_path"] or kwargs["vgpu_dir"] / "libvgpu.so"
+    try:
+        kwargs["health_ignored_xids"] = parse_xids(kwargs["health_ignored_xids"])
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--health-ignored-xids") from None
     try:
         run(PluginOptions(**kwargs))
     except (DiscoveryError, PoolError, PolicyError, OSError) as err:
@@ -203,13 +238,20 @@ def kubelet_plugin(**kwargs) -> None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Directory of example manifests. [default: the repository's examples/]",
 )
-def demo(output: Path | None, profile: str, examples: Path | None) -> None:
+@click.option(
+    "--policy",
+    type=click.Choice(["first-fit", "binpack", "spread", "topology", "fragmentation"]),
+    default="first-fit",
+    show_default=True,
+    help="Placement policy of the allocator (first-fit is what kube-scheduler does).",
+)
+def demo(output: Path | None, profile: str, examples: Path | None, policy: str) -> None:
     """Show the whole node path on fake GPUs: slices, allocation, kubelet prepare over gRPC, CDI specs."""
     from dra_hami.demo.run import run_demo
     from dra_hami.discovery import DiscoveryError
 
     try:
-        run_demo(output=output, profile=profile, examples=examples)
+        run_demo(output=output, profile=profile, examples=examples, policy=policy)
     except (DiscoveryError, ValueError) as err:
         raise click.ClickException(str(err)) from err
 
@@ -337,3 +379,17 @@ def simulate(nodes_file, pods_file, policy, seeds, output_format, plot_file, wor
         click.echo(json.dumps(sim.to_json(summaries, trace), indent=2))
     else:
         click.echo(sim.to_table(summaries))
+
+
+from dra_hami.exporter.cli import exporter  # noqa: E402 (registered last: it imports the options above)
+
+main.add_command(exporter)
+
+
+from dra_hami.controller.command import controller as _controller  # noqa: E402
+
+main.add_command(_controller)
+
+from dra_hami.webhook.command import webhook as _webhook  # noqa: E402
+
+main.add_command(_webhook)

@@ -8,11 +8,44 @@ from typing import Any
 from dra_hami.allocator import ClusterState, Placement, PolicyChoice, allocate_pod
 from dra_hami.demo.manifests import Manifests, pod_claims
 
+POLICIES = ("first-fit", "binpack", "spread", "topology", "fragmentation")
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where one result of one claim landed."""
+
+    pod: str
+    claim: str
+    request: str
+    node: str
+    device: str
+    memory: str
+    cores: str
+
 
 @dataclass
 class DemoAllocation:
     claims: list[dict[str, Any]] = field(default_factory=list)  # every claim, allocated ones with status
     report: list[str] = field(default_factory=list)
+    landings: list[Landing] = field(default_factory=list)
+
+
+def policy_choice(policy: str) -> PolicyChoice:
+    """The demo's policy names, as ``dra-hami simulate`` uses them (one node: only the GPU level matters)."""
+    if policy not in POLICIES:
+        raise ValueError(f"--policy: unknown policy {policy!r}; valid: {', '.join(POLICIES)}")
+    if policy in ("first-fit", "spread"):
+        return PolicyChoice(node=policy, gpu=policy)
+    return PolicyChoice(gpu=policy)
+
+
+def landing_table(landings: list[Landing]) -> list[str]:
+    """The landings as aligned text columns."""
+    rows = [("POD", "CLAIM", "REQUEST", "NODE", "DEVICE", "MEMORY", "CORES")]
+    rows += [(x.pod, x.claim, x.request, x.node, x.device, x.memory, x.cores) for x in landings]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def demo_node(name: str) -> dict[str, Any]:
@@ -29,7 +62,7 @@ def allocate_examples(
 ) -> DemoAllocation:
     """Place each pod in file order; a pod that does not fit stays pending, with the reason."""
     state = ClusterState.from_objects(slices=slices, device_classes=classes, nodes=[demo_node(node)])
-    choice = PolicyChoice(node="first-fit", gpu=policy) if policy == "first-fit" else PolicyChoice(gpu=policy)
+    choice = policy_choice(policy)
     out = DemoAllocation()
     by_key: dict[str, dict[str, Any]] = {}
     for pod in manifests.pods:
@@ -54,6 +87,19 @@ def allocate_examples(
                 out.report.append(
                     f"{pod_ref}: claim {claim['metadata']['name']} request {result['request']} -> "
                     f"{result['pool']}/{result['device']} ({consumed})"
+                )
+                amounts = result.get("consumedCapacity") or {}
+                whole = "shareID" not in result  # a dedicated device: all of it
+                out.landings.append(
+                    Landing(
+                        pod=f"{meta['namespace']}/{meta['name']}",
+                        claim=claim["metadata"]["name"],
+                        request=result["request"],
+                        node=decision.node_name,
+                        device=result["device"],
+                        memory="all" if whole else str(amounts.get("memory", "-")),
+                        cores="all" if whole else str(amounts.get("cores", "-")),
+                    )
                 )
     out.claims = list(by_key.values())
     return out

@@ -14,7 +14,7 @@ import yaml
 from dra_hami import wire
 from dra_hami.demo import libvgpu_run
 from dra_hami.demo import manifests as manifest_io
-from dra_hami.demo.allocation import allocate_examples
+from dra_hami.demo.allocation import allocate_examples, landing_table
 from dra_hami.demo.apiserver import FakeApiServer
 from dra_hami.demo.kubelet import PluginProcess
 from dra_hami.discovery import GpuInfo, load_discovery
@@ -45,6 +45,9 @@ def run_demo(output: Path | None, profile: str, examples: Path | None, policy: s
     _title(f"Allocating the pods of {examples} ({policy}, consumable capacity as the scheduler computes it)")
     allocated = allocate_examples(manifests, slices, classes, NODE, policy)
     for line in allocated.report:
+        click.echo(f"  {line}")
+    _title(f"Where each claim landed ({policy} policy)")
+    for line in landing_table(allocated.landings):
         click.echo(f"  {line}")
 
     with tempfile.TemporaryDirectory(prefix="dra-hami-demo-") as tmp:

@@ -160,6 +160,71 @@ class RawKubeApi:
         finally:
             response.release_conn()
 
+    # ------------------------------------------------------------ generic calls (the allocation controller)
+
+    def list_objects(self, path: str, query: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], str]:
+        """All items of a collection, following ``continue`` tokens; returns (items, the list's resourceVersion)."""
+        items: list[dict[str, Any]] = []
+        params = dict(query or {})
+        params.setdefault("limit", "500")
+        while True:
+            page = self.request("GET", path, query=params, timeout=max(self.timeout, 60.0))
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, meta.get("resourceVersion", "")
+            params["continue"] = meta["continue"]
+
+    def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
+        """Watch events of a collection from ``resource_version`` (bookmarks on); ERROR events are yielded too."""
+        query = [
+            ("watch", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("allowWatchBookmarks", "true"),
+        ]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        method, url, headers, _, _ = self.api_client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.rest_client.pool_manager.request(
+            method, url, headers=headers, preload_content=False, timeout=timeout_seconds + 5
+        )
+        try:
+            if response.status >= 400:
+                raise _api_error(response.status, response.reason or "", response.data)
+            buffer = b""
+            for chunk in response.stream(65536):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.release_conn()
+
+    def get_object(self, path: str) -> dict[str, Any]:
+        return self.request("GET", path)
+
+    def create_object(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", path, body=body)
+
+    def replace_object(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", path, body=body)
+
+    def patch_object(self, path: str, patch: dict[str, Any] | list[Any], kind: str = "merge") -> dict[str, Any]:
+        """PATCH with ``kind`` merge, json or strategic."""
+        types = {
+            "merge": "application/merge-patch+json",
+            "json": "application/json-patch+json",
+            "strategic": "application/strategic-merge-patch+json",
+        }
+        return self.request("PATCH", path, body=patch, content_type=types[kind])
+
 
 def _api_error(status: int, reason: str, raw: Any) -> ApiError:
     message = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")

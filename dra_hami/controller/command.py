@@ -1,0 +1,115 @@
+"""`dra-hami controller`: the allocation controller of policy mode (see DESIGN.md, "Policy mode")."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+
+import click
+
+from dra_hami import wire
+from dra_hami.allocator import GPU_POLICIES, PolicyChoice
+from dra_hami.cli import _logging_options
+
+
+def _address(value: str) -> str:
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"{value!r}: expected HOST:PORT, e.g. 0.0.0.0:9402")
+    return value
+
+
+@click.command("controller")
+@click.option(
+    "--driver-name",
+    default=wire.DEFAULT_DRIVER_NAME,
+    envvar="DRIVER_NAME",
+    show_default=True,
+    help="DRA driver name; the scheduling gate is <driver>/allocation.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    envvar="KUBECONFIG",
+    help="Kubeconfig file; in-cluster configuration when omitted.",
+)
+@click.option(
+    "--node-policy",
+    type=click.Choice(["binpack", "spread"]),
+    default="binpack",
+    show_default=True,
+    help="Cluster default node-level policy (pod annotation hami.io/node-scheduler-policy overrides).",
+)
+@click.option(
+    "--gpu-policy",
+    type=click.Choice(list(GPU_POLICIES)),
+    default="binpack",
+    show_default=True,
+    help="Cluster default GPU-level policy (pod annotation hami.io/gpu-scheduler-policy overrides).",
+)
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True, help="Lead through a Lease.")
+@click.option(
+    "--lease-namespace", envvar="POD_NAMESPACE", default="kube-system", show_default=True, help="The Lease's namespace."
+)
+@click.option("--lease-name", default="dra-hami-controller", show_default=True, help="The Lease's name.")
+@click.option("--identity", envvar="POD_NAME", default=socket.gethostname, help="Holder identity. [default: hostname]")
+@click.option(
+    "--metrics-bind-address",
+    default="0.0.0.0:9402",
+    show_default=True,
+    callback=lambda ctx, param, value: _address(value),
+    help="HOST:PORT of /metrics and /healthz (port 0: any free port).",
+)
+@click.option(
+    "--orphan-grace",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds an allocation of ours must stay without a pod before it is removed.",
+)
+@_logging_options
+def controller(
+    driver_name: str,
+    kubeconfig: str | None,
+    node_policy: str,
+    gpu_policy: str,
+    leader_elect: bool,
+    lease_namespace: str,
+    lease_name: str,
+    identity: str,
+    metrics_bind_address: str,
+    orphan_grace: float,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Place gated pods' ResourceClaims by policy (binpack, spread, ...), then lift the scheduling gate."""
+    from dra_hami import logs
+    from dra_hami.controller.core import Settings
+    from dra_hami.controller.runtime import Controller, Options
+
+    logs.setup(log_level, log_format)
+    settings = Settings(driver=driver_name, default_policy=PolicyChoice(node_policy, gpu_policy))
+    options = Options(
+        settings=settings,
+        kubeconfig=kubeconfig,
+        identity=identity,
+        leader_elect=leader_elect,
+        lease_namespace=lease_namespace,
+        lease_name=lease_name,
+        metrics_address=metrics_bind_address,
+        orphan_grace=orphan_grace,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    from kubernetes.config import ConfigException
+
+    try:
+        controller = Controller(options)
+    except ConfigException as err:
+        raise click.ClickException(f"--kubeconfig: {err} (pass a kubeconfig file or run in a pod)") from err
+    try:
+        controller.run(stop)
+    except OSError as err:
+        raise click.ClickException(str(err)) from err
