@@ -1,0 +1,72 @@
+{{/* Names, labels and shared snippets of the dra-hami chart. */}}
+
+{{- define "dra-hami.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "dra-hami.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component's objects: <fullname>-<component>, kept within 63 characters. */}}
+{{- define "dra-hami.componentName" -}}
+{{- printf "%s-%s" (include "dra-hami.fullname" .root | trunc (int (sub 62 (len .component))) | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{- define "dra-hami.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "dra-hami.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "dra-hami.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dra-hami.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "dra-hami.componentLabels" -}}
+{{ include "dra-hami.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "dra-hami.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The options every dra-hami command shares (cli-contract: logging and driver name). */}}
+{{- define "dra-hami.commonArgs" -}}
+- --driver-name={{ .Values.driverName }}
+- --log-level={{ .Values.logging.level }}
+- --log-format={{ .Values.logging.format }}
+{{- end -}}
+
+{{- define "dra-hami.webhookServiceName" -}}
+{{- include "dra-hami.componentName" (dict "root" . "component" "webhook") -}}
+{{- end -}}
+
+{{- define "dra-hami.webhookSecretName" -}}
+{{- include "dra-hami.componentName" (dict "root" . "component" "webhook-tls") -}}
+{{- end -}}
+
+{{/* Namespaces the webhooks never see: the system and our own (our pods must start without us). */}}
+{{- define "dra-hami.webhookNamespaceSelector" -}}
+matchExpressions:
+- key: kubernetes.io/metadata.name
+  operator: NotIn
+  values: [kube-system, {{ .Release.Namespace | quote }}]
+{{- with .Values.webhook.namespaceSelector.matchExpressions }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
