@@ -8,6 +8,9 @@
 # Usage: tests/e2e/build.sh
 #   The last line of stdout is the bin directory ("BIN_DIR=<path>"); progress and timings go to stderr.
 # Environment: DRA_HAMI_CACHE, E2E_BUILD_JOBS (go build -p, default 2), E2E_NICE (default 10).
+# The upstream example DRA driver's kubelet plugin (the peer of test_peer_comparison.py) is built the same way,
+# pinned by build/dra-example-driver/go.mod, under its own key and stamp, so changing it never rebuilds the
+# Kubernetes binaries; bin/dra-example-kubeletplugin links to it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -68,8 +71,50 @@ link_host_tools() {
     ln -sfn "$bb" "$bin/busybox"
 }
 
+# --- the upstream example DRA driver: one small binary, its own key and stamp (never part of the key above)
+example_src="$build_src/dra-example-driver"
+example_version="$(mod_version "$example_src/go.mod" sigs.k8s.io/dra-example-driver)"
+[[ -n "$example_version" ]] || die "cannot read the pinned sigs.k8s.io/dra-example-driver version from $example_src/go.mod"
+example_recipe="1 -trimpath -s -w CGO_ENABLED=0 dra-example-kubeletplugin"
+example_digest="$( (cat "$example_src"/go.mod "$example_src"/go.sum && echo "$example_recipe") | sha256sum | cut -c1-12)"
+example_out="$cache_root/dra-example-driver-${example_version}_${go_version}_${example_digest}"
+
+build_example_driver() { # builds (once) and links $bin/dra-example-kubeletplugin; needs $bin to exist
+    local ebin="$example_out/bin" t0
+    if [[ ! -f "$ebin/.stamp" ]]; then
+        mkdir -p "$cache_root"
+        exec 8>"$cache_root/.build-example.lock"
+        flock 8
+        if [[ ! -f "$ebin/.stamp" ]]; then
+            t0=$(date +%s)
+            log "build dra-example-driver $example_version: starting (go build ...)"
+            rm -rf "$example_out/bin.tmp"
+            mkdir -p "$example_out/bin.tmp"
+            (cd "$example_src" && GOFLAGS=-mod=mod GOMODCACHE="$cache_root/go/mod" GOCACHE="$cache_root/go/build" \
+                GOMAXPROCS="$jobs" GOTOOLCHAIN=local CGO_ENABLED=0 nice -n "$nice_level" \
+                go build -p "$jobs" -trimpath "-ldflags=-s -w" -o "$example_out/bin.tmp/" \
+                sigs.k8s.io/dra-example-driver/cmd/dra-example-kubeletplugin) >&2 ||
+                die "build dra-example-driver failed (see the output above)"
+            [[ -x "$example_out/bin.tmp/dra-example-kubeletplugin" ]] ||
+                die "missing dra-example-kubeletplugin after the build"
+            rm -rf "$ebin"
+            mv "$example_out/bin.tmp" "$ebin"
+            printf 'dra-example-driver %s %s built %s in %ss\n' "$example_version" "$go_version" \
+                "$(date -u +%FT%TZ)" "$(($(date +%s) - t0))" >"$ebin/.stamp"
+            log "build dra-example-driver $example_version: done in $(($(date +%s) - t0)) s"
+            # Keep the two newest example-driver builds.
+            while IFS= read -r stale; do
+                [[ "$stale" == "$example_out" ]] || { log "removing old build $stale" && rm -rf "$stale"; }
+            done < <(ls -1dt "$cache_root"/dra-example-driver-* 2>/dev/null | tail -n +3)
+        fi
+        exec 8>&-
+    fi
+    ln -sfn "$ebin/dra-example-kubeletplugin" "$bin/dra-example-kubeletplugin"
+}
+
 if [[ -f "$stamp" ]]; then
     link_host_tools
+    build_example_driver
     log "cache hit: $bin ($(cat "$stamp"))"
     echo "BIN_DIR=$bin"
     exit 0
@@ -81,6 +126,7 @@ log "waiting for the build lock $cache_root/.build.lock"
 flock 9
 if [[ -f "$stamp" ]]; then # another build finished while we waited
     link_host_tools
+    build_example_driver
     log "cache hit after wait: $bin"
     echo "BIN_DIR=$bin"
     exit 0
@@ -133,6 +179,7 @@ done
 rm -rf "$bin"
 mv "$tmp" "$bin"
 link_host_tools
+build_example_driver
 total=$(($(date +%s) - t_all))
 printf 'kubernetes %s containerd %s %s built %s in %ss\n' "$k8s_version" "$containerd_version" "$go_version" \
     "$(date -u +%FT%TZ)" "$total" >"$stamp"
