@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from dra_hami.kube.client import RESOURCE_API, ApiError, RawKubeApi
+from dra_hami.quota import GROUP, PLURAL, VERSION
 
 from .leader import lease_path
-from .view import CLAIMS, CLASSES, NODES, PODS, SLICES
+from .view import CLAIMS, CLASSES, NODES, PODS, QUOTAS, SLICES
 
 COLLECTIONS = {
     PODS: "/api/v1/pods",
@@ -17,7 +18,9 @@ COLLECTIONS = {
     SLICES: f"{RESOURCE_API}/resourceslices",
     NODES: "/api/v1/nodes",
     CLASSES: f"{RESOURCE_API}/deviceclasses",
+    QUOTAS: f"/apis/{GROUP}/{VERSION}/{PLURAL}",
 }
+OPTIONAL = frozenset({QUOTAS})  # kinds whose CRD may be missing: an empty list until it is installed
 CONDITION_TYPE = "DraHamiAllocated"
 COMPONENT = "dra-hami-controller"
 

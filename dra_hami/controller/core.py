@@ -24,9 +24,11 @@ from dra_hami.allocator import (
 from dra_hami.allocator.policies import policy_for_pod
 
 from . import pods as p
+from . import quota
 from .view import View
 
 MAX_REASON_GROUPS = 4
+RETRY_REASONS = ("Unschedulable", quota.REASON)
 
 
 # ------------------------------------------------------------------------------------------------ decisions
@@ -77,6 +79,11 @@ class Fail:
 
     reason: str  # CamelCase, for the condition and the event
     message: str
+
+    @property
+    def waits_for_capacity(self) -> bool:
+        """Nothing is wrong with the pod: it fits once devices or quota free up."""
+        return self.reason in RETRY_REASONS
 
 
 Decision = Wait | Ungate | Allocate | Release | Fail
@@ -138,6 +145,12 @@ def decide(view: View, pod: dict[str, Any], settings: Settings) -> Decision | No
             )
             for placed in outcome.claims
         )
+        namespace = meta.get("namespace") or "default"
+        refusal = quota.check_pod(
+            view, namespace, [(w.key, w.allocation) for w in writes], settings.driver, settings.gate
+        )
+        if refusal is not None:
+            return Fail(quota.REASON, f"Pod {p.pod_key(pod)} stays gated: {refusal.message}")
         return Allocate(outcome, writes)
 
     # Half-done (claims of ours allocated earlier, the rest does not fit next to them): start over.

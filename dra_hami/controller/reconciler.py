@@ -81,7 +81,7 @@ class Reconciler:
             self._require_lease()
             if isinstance(decision, Fail):
                 self._fail(pod_key, pod, decision)
-                return "unplaceable" if decision.reason == "Unschedulable" else "invalid"
+                return "unplaceable" if decision.waits_for_capacity else "invalid"
             if isinstance(decision, Release):
                 log.info("pod %s: deallocating %s: %s", pod_key, ", ".join(decision.claims), decision.why)
                 self._release(decision.claims)
@@ -213,7 +213,7 @@ class Reconciler:
 
     def _fail(self, pod_key: str, pod: dict[str, Any], decision: Fail) -> None:
         self.unplaceable.add(pod_key)
-        self.metrics.count("unplaceable" if decision.reason == "Unschedulable" else "invalid")
+        self.metrics.count("unplaceable" if decision.waits_for_capacity else "invalid")
         current = _condition(pod, CONDITION_TYPE)
         if (current.get("status"), current.get("reason"), current.get("message")) == (
             "False",

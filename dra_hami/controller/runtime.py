@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from dra_hami.kube.client import ApiError, RawKubeApi
 
 from . import pods as p
-from .api import COLLECTIONS, RawControllerApi
+from .api import COLLECTIONS, OPTIONAL, RawControllerApi
 from .core import Settings
 from .leader import LeaderElector
 from .metrics import ControllerMetrics
@@ -35,6 +35,7 @@ LIST = "LIST"
 WATCH_TIMEOUT = 300
 RESYNC_SECONDS = 30.0
 BATCH = 64  # pods reconciled between two drains of the event queue
+ABSENT_RECHECK = 30.0  # seconds between looks for an optional kind whose CRD is not installed (or not allowed)
 
 
 @dataclass
@@ -55,21 +56,59 @@ class Informer(threading.Thread):
     """List, then watch from the list's resourceVersion; a 410 Gone (or any failure) lists again."""
 
     def __init__(
-        self, api: RawKubeApi, kind: str, sink: Callable[[tuple], None], stop: threading.Event, backoff: float = 1.0
+        self,
+        api: RawKubeApi,
+        kind: str,
+        sink: Callable[[tuple], None],
+        stop: threading.Event,
+        backoff: float = 1.0,
+        absent_recheck: float = ABSENT_RECHECK,
     ) -> None:
         super().__init__(name=f"informer-{kind}", daemon=True)
         self.api, self.kind, self.sink, self.stop, self.backoff = api, kind, sink, stop, backoff
         self.path = COLLECTIONS[kind]
+        self.absent_recheck = absent_recheck
+        self.absent = False  # an optional kind that is not served (or not ours to read): seen as empty
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 items, version = self.api.list_objects(self.path)
+            except ApiError as err:
+                if self.kind in OPTIONAL and (err.not_found or err.status == 403):
+                    self._absent(err)
+                    continue
+                log.warning("%s informer: %s; listing again in %.0fs", self.kind, err, self.backoff)
+                self.stop.wait(self.backoff)
+                continue
+            except Exception as err:  # the API server restarting, a network blip: list again after a pause
+                log.warning("%s informer: %s; listing again in %.0fs", self.kind, err, self.backoff)
+                self.stop.wait(self.backoff)
+                continue
+            if self.absent:
+                log.info("%s informer: %s is served now: enforcing it", self.kind, self.path)
+                self.absent = False
+            try:
                 self.sink((self.kind, LIST, items))
                 self._watch(version)
             except Exception as err:  # the API server restarting, a network blip: list again after a pause
                 log.warning("%s informer: %s; listing again in %.0fs", self.kind, err, self.backoff)
                 self.stop.wait(self.backoff)
+
+    def _absent(self, err: ApiError) -> None:
+        """No CRD (404) or no permission (403): nothing of this kind is known; look again now and then."""
+        if not self.absent:
+            why = "is not installed" if err.not_found else f"cannot be read ({err.message}; grant list and watch)"
+            log.warning(
+                "%s informer: %s %s: treating it as empty, looking again every %.0fs",
+                self.kind,
+                self.path,
+                why,
+                self.absent_recheck,
+            )
+            self.absent = True
+            self.sink((self.kind, LIST, []))  # also forgets every object if the CRD was deleted
+        self.stop.wait(self.absent_recheck)
 
     def _watch(self, version: str) -> None:
         while not self.stop.is_set():
@@ -213,6 +252,11 @@ class Controller:
                     self._enqueue_if_gated(f"{namespace}/{owner.get('name')}")
             for waiting in [w for w in self.reconciler.waiting if w.startswith(namespace + "/")]:
                 self.dirty[waiting] = None
+        if kind == CLAIMS and event_type == DELETED:
+            # a deleted claim (allocated or not) frees GpuQuota in its namespace
+            namespace = change.key.split("/", 1)[0]
+            for key in [u for u in self.reconciler.unplaceable if u.startswith(namespace + "/")]:
+                self.dirty[key] = None
         if change.frees_capacity:
             for key in self.reconciler.unplaceable:
                 self.dirty[key] = None

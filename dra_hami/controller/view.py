@@ -23,6 +23,7 @@ from dra_hami.allocator import (
     parse_pod,
     parse_slices,
 )
+from dra_hami.quota import Accounting
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ CLAIMS = "resourceclaims"
 SLICES = "resourceslices"
 NODES = "nodes"
 CLASSES = "deviceclasses"
-KINDS = (PODS, CLAIMS, SLICES, NODES, CLASSES)
+QUOTAS = "gpuquotas"  # GpuQuota objects (dra_hami.quota): optional, the CRD may not be installed
+KINDS = (PODS, CLAIMS, SLICES, NODES, CLASSES, QUOTAS)
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
@@ -67,7 +69,7 @@ class Change:
 
     kind: str
     key: str
-    frees_capacity: bool  # a deallocation, a deleted claim or pod, a new or changed slice/node/class
+    frees_capacity: bool  # a deallocation, a deleted claim or pod, a new or changed slice/node/class/quota limit
 
 
 class View:
@@ -77,6 +79,7 @@ class View:
         self.demand = demand or DemandModel()
         self.bad: dict[str, str] = {}  # "kind key" -> parse error: such objects are left out of the state
         self._state: ClusterState | None = None
+        self._accounting: dict[str, Accounting] = {}  # driver -> quota accounting; rebuilt when slices change
         # Pods we ungated but the scheduler has not bound yet: their cpu/memory already count on the node.
         self.assumed_nodes: dict[str, str] = {}
 
@@ -103,6 +106,21 @@ class View:
         return self.objects[CLASSES]
 
     @property
+    def quotas(self) -> dict[str, dict[str, Any]]:
+        return self.objects[QUOTAS]
+
+    def accounting(self, driver: str) -> Accounting:
+        """How GpuQuota turns claims into usage (largest GPU, GPU count), from the published slices."""
+        acct = self._accounting.get(driver)
+        if acct is None:
+            acct = self._accounting[driver] = Accounting.from_slices(driver, self.slices.values())
+        return acct
+
+    def note_bad(self, kind: str, key: str, err: Exception) -> None:
+        """Record an object that cannot be used (logged once per distinct error)."""
+        self._bad(kind, key, err)
+
+    @property
     def state(self) -> ClusterState:
         if self._state is None:
             self._state = self._build()
@@ -116,6 +134,10 @@ class View:
         self.bad = {k: v for k, v in self.bad.items() if not k.startswith(f"{kind} ")}
         if kind == PODS:
             self.assumed_nodes = {k: v for k, v in self.assumed_nodes.items() if k in self.objects[PODS]}
+        if kind == QUOTAS:
+            return  # not part of the allocator's state
+        if kind == SLICES:
+            self._accounting = {}
         self._state = None
 
     def apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> Change | None:
@@ -132,6 +154,13 @@ class View:
             if not is_newer(old, obj):
                 return None
             store[key] = obj
+        if kind == QUOTAS:
+            self.bad.pop(f"{kind} {key}", None)  # judged again when next used
+            # status writes (the webhook's usage reconciler) free nothing; a deleted quota or new limits may
+            old_spec = (old or {}).get("spec")
+            return Change(kind, key, event_type == DELETED or (old is not None and old_spec != obj.get("spec")))
+        if kind == SLICES:
+            self._accounting = {}
         if kind in (SLICES, NODES, CLASSES):
             self._state = None
             return Change(kind, key, True)

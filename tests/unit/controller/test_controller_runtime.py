@@ -9,7 +9,7 @@ from controller_store import StoreApi
 
 from dra_hami.controller.leader import LeaderElector
 from dra_hami.controller.runtime import LIST, Controller, Options
-from dra_hami.controller.view import CLAIMS, CLASSES, NODES, PODS, SLICES
+from dra_hami.controller.view import CLAIMS, CLASSES, NODES, PODS, QUOTAS, SLICES
 from dra_hami.kube.client import RawKubeApi
 from dra_hami.publisher.slices import device_class
 
@@ -23,7 +23,8 @@ def _controller(api: StoreApi, leader_elect: bool = False) -> Controller:
     return c
 
 
-def _list_everything(c: Controller, pods: list, claims: list) -> None:
+def _list_everything(c: Controller, pods: list, claims: list, quotas: list = ()) -> None:
+    c._apply(QUOTAS, LIST, list(quotas))
     c._apply(NODES, LIST, [node("n1")])
     c._apply(SLICES, LIST, slices("n1"))
     c._apply(CLASSES, LIST, [device_class(DRIVER)])
