@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+
+# Libraries whose DEBUG output drowns ours (celpy logs every CEL evaluation step, urllib3 every request).
+THIRD_PARTY = ("celpy", "lark", "urllib3", "kubernetes")
+THIRD_PARTY_ENV = "DRA_HAMI_THIRD_PARTY_LOG_LEVEL"
+LEVELS = ("debug", "info", "warning", "error")
 
 
 class _JsonFormatter(logging.Formatter):
@@ -21,7 +27,13 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup(level: str = "info", fmt: str = "text") -> None:
+def setup(level: str = "info", fmt: str = "text", third_party: str | None = None) -> None:
+    """Log to stderr at ``level``; the loggers of THIRD_PARTY at ``third_party`` (default: the environment
+    variable DRA_HAMI_THIRD_PARTY_LOG_LEVEL, else warning), never below ``level``."""
+    chosen = third_party or os.environ.get(THIRD_PARTY_ENV) or "warning"
+    if chosen.lower() not in LEVELS:
+        source = "third_party" if third_party else THIRD_PARTY_ENV
+        raise ValueError(f"{source}={chosen!r} is not a log level: use one of {', '.join(LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -30,3 +42,7 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Records of a named logger reach the root handler without passing the root's level: cap them too.
+    library_level = max(root.level, logging.getLevelName(chosen.upper()))
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(library_level)

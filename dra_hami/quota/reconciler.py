@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from dra_hami.kube.client import ApiError
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 CLAIMS_PATH = "/apis/resource.k8s.io/v1/resourceclaims"
 QUOTAS_PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
 CHARGE_HOLD = datetime.timedelta(seconds=10)
+WATCH_BACKOFF = (1.0, 30.0)  # after a failed watch: first and longest wait before the next try
 
 
 class QuotaApi(Protocol):
@@ -32,6 +34,13 @@ class QuotaApi(Protocol):
     def list_namespace_claims(self, namespace: str) -> list[dict[str, Any]]: ...
     def list_all_slices(self) -> list[dict[str, Any]]: ...
     def patch_quota_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+
+class Watcher(Protocol):
+    """List-then-watch of a collection (``dra_hami.webhook.kube.KubeWebhookApi``)."""
+
+    def list_version(self, path: str) -> str: ...
+    def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[dict[str, Any]]: ...
 
 
 def status_updates(
@@ -75,14 +84,14 @@ class QuotaReconciler:
         api: QuotaApi,
         driver: str,
         resync: float = 30.0,
-        watch: Callable[[str, int], Any] | None = None,
+        watch: Watcher | None = None,
         watch_timeout: int = 300,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.api, self.driver, self.resync = api, driver, resync
         self.clock = clock
         self._held: set[str] = set()  # namespaces with a charge still held: look again soon
-        self._watch = watch  # (path, timeout) -> iterator of watch events; None: resync only
+        self._watch = watch  # None: resync only
         self._watch_timeout = watch_timeout
         self._dirty: set[str] = set()
         self._full = True
@@ -154,29 +163,61 @@ class QuotaReconciler:
             self._wake.clear()
 
     def _watch_loop(self, path: str, stop: threading.Event) -> None:
+        """Watch ``path`` from a listed resourceVersion, following it through events and bookmarks.
+
+        An ERROR event (410 Gone, or any other Status) or a failed call starts over from a fresh list, after a
+        growing pause; a stream the server ends at timeoutSeconds resumes at once where it stopped. Each fresh
+        list asks for a full pass, which covers whatever changed while no watch was open."""
+        assert self._watch is not None
         seen: dict[tuple[str, Any], Any] = {}
+        version, backoff = "", WATCH_BACKOFF[0]
         while not stop.is_set():
+            failed, started = "", time.monotonic()
             try:
-                for event in self._watch(path, self._watch_timeout):  # type: ignore[misc]
+                if not version:
+                    version = self._watch.list_version(path)
+                    self.request_full()
+                for event in self._watch.watch(path, version, self._watch_timeout):
                     if stop.is_set():
                         return
+                    kind = event.get("type")
                     obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        failed = f"{obj.get('code', '?')} {obj.get('reason', '')}: {obj.get('message', obj)}"
+                        version = ""
+                        break
                     meta = obj.get("metadata") or {}
-                    namespace = meta.get("namespace")
-                    if event.get("type") not in ("ADDED", "MODIFIED", "DELETED") or not namespace:
-                        continue
-                    if obj.get("kind") == "GpuQuota" and event["type"] == "MODIFIED":
-                        # status writes (ours, the webhook's charges) bump no generation: only spec edits count
-                        key = (namespace, meta.get("name"))
-                        if seen.get(key) == meta.get("generation"):
-                            continue
-                        seen[key] = meta.get("generation")
-                    elif obj.get("kind") == "GpuQuota":
-                        seen[(namespace, meta.get("name"))] = meta.get("generation")
-                    self.mark(namespace)
+                    version = meta.get("resourceVersion") or version
+                    backoff = WATCH_BACKOFF[0]
+                    self._handle(kind, obj, meta, seen)
             except (ApiError, OSError, ValueError) as err:
-                log.debug("watch %s ended: %s", path, err)
-            stop.wait(1.0)
+                failed = str(err)
+            if not failed and time.monotonic() - started >= 1.0:
+                continue  # the server closed the stream at timeoutSeconds: go on from ``version``
+            failed = failed or "the stream closed at once"
+            log.warning("watch of %s failed, listing again in %.0f s: %s", path, backoff, failed)
+            version = ""
+            stop.wait(backoff)
+            backoff = min(backoff * 2, WATCH_BACKOFF[1])
+
+    def _handle(self, kind: Any, obj: dict[str, Any], meta: dict[str, Any], seen: dict[tuple[str, Any], Any]) -> None:
+        namespace = meta.get("namespace")
+        if kind not in ("ADDED", "MODIFIED", "DELETED") or not namespace:
+            return  # BOOKMARK: only its resourceVersion matters
+        if obj.get("kind") == "GpuQuota" and kind == "MODIFIED":
+            # status writes (ours, the webhook's charges) bump no generation: only spec edits count
+            key = (namespace, meta.get("name"))
+            if seen.get(key) == meta.get("generation"):
+                return
+            seen[key] = meta.get("generation")
+        elif obj.get("kind") == "GpuQuota":
+            seen[(namespace, meta.get("name"))] = meta.get("generation")
+        self.mark(namespace)
+
+    def request_full(self) -> None:
+        with self._lock:
+            self._full = True
+        self._wake.set()
 
 
 __all__ = ["QuotaReconciler", "Usage", "status_updates"]

@@ -144,7 +144,7 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, bind_address: str, policy_m
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    reconciler = QuotaReconciler(api, driver_name, resync=quota_resync, watch=api.watch)
+    reconciler = QuotaReconciler(api, driver_name, resync=quota_resync, watch=api)
     collector = TemplateCollector(api, grace=datetime.timedelta(seconds=template_grace))
     threading.Thread(target=reconciler.run, args=(stop,), name="quota-reconciler", daemon=True).start()
     threading.Thread(target=collector.run, args=(stop,), name="template-collector", daemon=True).start()

@@ -167,8 +167,20 @@ class KubeWebhookApi:
             raise
         return True
 
-    def watch(self, path: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
+    def list_version(self, path: str) -> str:
+        """The resourceVersion of a one-item list of ``path``: where a watch of the collection starts.
+
+        A watch needs one. Kubernetes 1.36 answers a watch without a resourceVersion (or with "0") by a
+        consistent read from its cache, which needs etcd's RequestWatchProgress; without it the API server
+        answers 200, sends one ERROR event and closes the stream."""
+        page = self._request("GET", path, query={"limit": "1"}, timeout=BACKGROUND_TIMEOUT)
+        version = (page.get("metadata") or {}).get("resourceVersion") or ""
+        if not version:
+            raise ApiError(0, f"the list of {path} has no metadata.resourceVersion", "BadList")
+        return version
+
+    def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
         try:
-            yield from self.raw.watch(path, "", timeout_seconds)
+            yield from self.raw.watch(path, resource_version, timeout_seconds)
         except (HTTPError, OSError) as err:
             raise ApiError(0, str(err), "Unreachable") from err

@@ -24,6 +24,7 @@ VALUE_SETS: dict[str, dict[str, str]] = {
         "policy.gpuPolicy": "topology",
         "webhook.legacyTranslation": "namespaces",
         "serviceMonitor.enabled": "true",
+        "dashboards.enabled": "true",
         "logging.format": "json",
         "logging.level": "debug",
     },
@@ -81,7 +82,7 @@ def test_each_value_set_renders_the_expected_objects(rendered):
                      "ServiceAccount", "ServiceAccount", "ValidatingWebhookConfiguration"]  # fmt: skip
         expected.append("Certificate" if name == "cert-manager" else "Secret")
     if name == "policy":
-        expected += ["ServiceMonitor"] * 3
+        expected += ["ServiceMonitor"] * 3 + ["ConfigMap"]  # and the Grafana dashboard
     assert kinds(objects) == sorted(expected)
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
@@ -227,7 +228,7 @@ def test_rbac_is_least_privilege_per_component(helm):
     lease_role = find(objects, "Role", "-controller")
     assert lease_role["metadata"]["namespace"] == "dra-hami"
     assert lease_role["rules"][0]["resources"] == ["leases"]
-    assert ("dra-hami.project-hami.io", "gpuquotas") not in controller
+    assert controller[("dra-hami.project-hami.io", "gpuquotas")] == {"list", "watch"}  # quota on allocations
     webhook = _rules(objects, "-webhook")
     assert webhook[("dra-hami.project-hami.io", "gpuquotas/status")] == {"update", "patch"}
     assert webhook[("resource.k8s.io", "resourceclaimtemplates")] == {"get", "list", "create", "patch", "delete"}
@@ -293,31 +294,19 @@ def test_cert_manager_mode_injects_the_ca_instead_of_generating_one(helm):
     assert find(objects, "Certificate")["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
 
 
-def test_pod_webhook_never_blocks_and_only_sees_pods_with_claims(helm):
+def test_pod_webhook_never_blocks_and_skips_system_namespaces(helm):
     objects = render(helm, VALUE_SETS["policy"])
-    (gate, legacy) = find(objects, "MutatingWebhookConfiguration")["webhooks"]
-    for hook in (gate, legacy):
-        assert hook["failurePolicy"] == "Ignore"
-        assert hook["clientConfig"]["service"]["path"] == "/mutate-pods"
-        assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "dra-hami"]} in (
-            hook["namespaceSelector"]["matchExpressions"]
-        )
-    assert gate["matchConditions"][0]["expression"] == (
-        "has(object.spec.resourceClaims) && size(object.spec.resourceClaims) > 0"
+    (hook,) = find(objects, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "NoneOnDryRun"
+    assert hook["clientConfig"]["service"]["path"] == "/mutate-pods"
+    assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["dra-hami", "kube-system"]} in (
+        hook["namespaceSelector"]["matchExpressions"]
     )
-    # Opt-out label, on the namespace or on the pod.
-    opt_out = {"key": "dra-hami.project-hami.io/policy-mode", "operator": "NotIn", "values": ["disabled"]}
-    assert opt_out in gate["namespaceSelector"]["matchExpressions"]
-    assert opt_out in gate["objectSelector"]["matchExpressions"]
-    # legacyTranslation=namespaces: only labelled namespaces; the flag stays off.
-    assert {"key": "dra-hami.project-hami.io/legacy-translation", "operator": "In", "values": ["enabled"]} in (
-        legacy["namespaceSelector"]["matchExpressions"]
-    )
+    # legacyTranslation=namespaces: the webhook reads the namespace label itself; the flag stays off.
     args = container(find(objects, "Deployment", "-webhook"), "webhook")["args"]
     assert "--policy-mode" in args and "--no-legacy-translation" in args
-    # Disabled: no legacy webhook at all.
-    objects = render(helm, {"policy.enabled": "true"})
-    assert [h["name"] for h in find(objects, "MutatingWebhookConfiguration")["webhooks"]] == [f"gate-pods.{DRIVER}"]
+    args = container(find(render(helm, VALUE_SETS["cert-manager"]), "Deployment", "-webhook"), "webhook")["args"]
+    assert "--legacy-translation" in args
 
 
 def test_claim_validation_webhooks_cover_claims_and_templates(helm):
@@ -325,7 +314,7 @@ def test_claim_validation_webhooks_cover_claims_and_templates(helm):
     hooks = find(objects, "ValidatingWebhookConfiguration")["webhooks"]
     assert [h["rules"][0]["resources"] for h in hooks] == [["resourceclaims"], ["resourceclaimtemplates"]]
     assert all(h["failurePolicy"] == "Fail" and h["clientConfig"]["service"]["path"] == "/validate-claims"
-               for h in hooks)  # fmt: skip
+               and h["sideEffects"] == "NoneOnDryRun" for h in hooks)  # fmt: skip
     assert "object.spec.devices" in hooks[0]["matchConditions"][0]["expression"]
     assert "object.spec.spec.devices" in hooks[1]["matchConditions"][0]["expression"]
 

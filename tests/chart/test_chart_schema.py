@@ -27,7 +27,7 @@ BAD_VALUES = [
     ({"policy.gpuPolicy": "random"}, "/policy/gpuPolicy", "'binpack', 'spread', 'topology'"),
     ({"policy.nodePolicy": "topology"}, "/policy/nodePolicy", "'binpack', 'spread'"),
     ({"policy.enabled": "yes"}, "/policy/enabled", "want boolean"),
-    ({"webhook.legacyTranslation": "on"}, "/webhook/legacyTranslation", "'disabled', 'namespaces', 'cluster'"),
+    ({"webhook.legacyTranslation": "on"}, "/webhook/legacyTranslation", "'namespaces', 'cluster'"),
     ({"webhook.claimValidationFailurePolicy": "Retry"}, "/webhook/claimValidationFailurePolicy", "'Fail', 'Ignore'"),
     ({"hostPaths.vgpuDir": "usr/local/vgpu"}, "/hostPaths/vgpuDir", "does not match pattern"),
     ({"kubeletPlugin.maxUnavailable": "0"}, "/kubeletPlugin/maxUnavailable", "minimum"),
@@ -36,6 +36,9 @@ BAD_VALUES = [
     ({"exporter.port": "70000"}, "/exporter/port", "maximum"),
     ({"health.ignoredXids": "{79,gpu}"}, "/health/ignoredXids/1", "got string, want integer"),
     ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy", "'Always', 'IfNotPresent', 'Never'"),
+    ({"dashboards.namespace": "Monitoring"}, "/dashboards/namespace", "does not match pattern"),
+    ({"dashboards.enabled": "1"}, "/dashboards/enabled", "want boolean"),
+    ({"webhook.legacyTranslation": "disabled"}, "/webhook/legacyTranslation", "'namespaces', 'cluster'"),
 ]
 
 

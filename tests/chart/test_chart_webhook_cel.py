@@ -12,12 +12,34 @@ import pytest
 from chart_render import find, render
 
 DRIVER = "hami-core-gpu.project-hami.io"
-POD_WITH_CLAIM = {"spec": {"containers": [{"name": "a"}], "resourceClaims": [{"name": "gpu"}]}}
-POD_PLAIN = {"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1"}}}]}}
-POD_LEGACY = {
-    "spec": {"containers": [{"name": "a"}, {"name": "b", "resources": {"limits": {"nvidia.com/gpumem": "4096"}}}]}
+
+
+def _pod(*containers: dict[str, Any], init: tuple[dict[str, Any], ...] = (), claims=None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": list(containers)}
+    if init:
+        spec["initContainers"] = list(init)
+    if claims is not None:
+        spec["resourceClaims"] = claims
+    return {"spec": spec}
+
+
+PLAIN = {"name": "a", "resources": {"limits": {"cpu": "1"}, "requests": {"memory": "1Gi"}}}
+BARE = {"name": "a"}
+LIMITS = {"name": "b", "resources": {"limits": {"nvidia.com/gpumem": "4096"}}}
+REQUESTS = {"name": "b", "resources": {"requests": {"nvidia.com/gpu": "1", "cpu": "1"}}}
+
+PODS = {
+    "claims": (_pod(BARE, claims=[{"name": "gpu"}]), True),
+    "hami-limits": (_pod(BARE, LIMITS), True),
+    "hami-requests-only": (_pod(BARE, REQUESTS), True),
+    "hami-in-init-container": (_pod(PLAIN, init=(REQUESTS,)), True),
+    "claims-and-hami": (_pod(LIMITS, claims=[{"name": "gpu"}]), True),
+    "plain": (_pod(PLAIN), False),
+    "bare": (_pod(BARE), False),
+    "empty-claims": (_pod(BARE, claims=[]), False),
+    "plain-init": (_pod(BARE, init=(PLAIN,)), False),
+    "other-vendor": (_pod({"name": "a", "resources": {"limits": {"amd.com/gpu": "1"}}}), False),
 }
-POD_EMPTY_CLAIMS = {"spec": {"containers": [{"name": "a"}], "resourceClaims": []}}
 
 
 def _devices(class_name: str, first_available: bool = False) -> dict[str, Any]:
@@ -27,6 +49,24 @@ def _devices(class_name: str, first_available: bool = False) -> dict[str, Any]:
     else:
         request = {"name": "gpu", "exactly": {"deviceClassName": class_name}}
     return {"devices": {"requests": [request]}}
+
+
+def _with_config(spec: dict[str, Any], driver: str) -> dict[str, Any]:
+    config = [{"requests": ["gpu"], "opaque": {"driver": driver, "parameters": {"kind": "VGpuConfig"}}}]
+    return {"devices": {**spec.get("devices", {}), "config": config}}
+
+
+CLAIMS = {
+    "our-class": (_devices(DRIVER), True),
+    "our-class-in-firstAvailable": (_devices(DRIVER, first_available=True), True),
+    "other-class-with-our-config": (_with_config(_devices("gpu.nvidia.com"), DRIVER), True),
+    "only-our-config": (_with_config({}, DRIVER), True),
+    "other-class": (_devices("gpu.nvidia.com"), False),
+    "other-class-other-config": (_with_config(_devices("gpu.nvidia.com"), "gpu.nvidia.com"), False),
+    "config-without-opaque": ({"devices": {"config": [{"requests": ["gpu"]}]}}, False),
+    "no-devices": ({}, False),
+    "no-requests": ({"devices": {}}, False),
+}
 
 
 def _evaluate(expression: str, obj: dict[str, Any]) -> bool:
@@ -40,34 +80,20 @@ def _matches(hook: dict[str, Any], obj: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def hooks(helm) -> dict[str, dict[str, Any]]:
-    objects = render(helm, {"policy.enabled": "true", "webhook.legacyTranslation": "cluster"})
+    objects = render(helm, {"policy.enabled": "true"})
     out = {}
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         out.update({h["name"].split(".", 1)[0]: h for h in find(objects, kind)["webhooks"]})
+    assert sorted(out) == ["claims", "claimtemplates", "pods"]
     return out
 
 
-def test_only_pods_with_claims_reach_the_gate_webhook(hooks):
-    gate = hooks["gate-pods"]
-    assert _matches(gate, POD_WITH_CLAIM)
-    assert not _matches(gate, POD_PLAIN)
-    assert not _matches(gate, POD_LEGACY)
-    assert not _matches(gate, POD_EMPTY_CLAIMS)
+@pytest.mark.parametrize(("pod", "sent"), PODS.values(), ids=PODS.keys())
+def test_pods_with_claims_or_nvidia_resources_reach_the_pod_webhook(hooks, pod, sent):
+    assert _matches(hooks["pods"], pod) is sent
 
 
-def test_only_pods_with_hami_resources_reach_the_legacy_webhook(hooks):
-    legacy = hooks["legacy-pods"]
-    assert _matches(legacy, POD_LEGACY)
-    assert not _matches(legacy, POD_PLAIN)
-    assert not _matches(legacy, POD_WITH_CLAIM)  # those go to the gate webhook, which sees legacy limits too
-
-
-@pytest.mark.parametrize(
-    ("spec", "sent"),
-    [(_devices(DRIVER), True), (_devices(DRIVER, first_available=True), True), (_devices("gpu.nvidia.com"), False),
-     ({}, False), ({"devices": {}}, False)],
-    ids=["our-class", "our-class-in-firstAvailable", "other-class", "no-devices", "no-requests"],
-)  # fmt: skip
-def test_only_claims_of_our_class_are_validated(hooks, spec, sent):
-    assert _matches(hooks["resourceclaims"], {"spec": spec}) is sent
-    assert _matches(hooks["resourceclaimtemplates"], {"spec": {"spec": spec}}) is sent
+@pytest.mark.parametrize(("spec", "sent"), CLAIMS.values(), ids=CLAIMS.keys())
+def test_claims_of_our_class_or_with_our_config_are_validated(hooks, spec, sent):
+    assert _matches(hooks["claims"], {"spec": spec}) is sent
+    assert _matches(hooks["claimtemplates"], {"spec": {"spec": spec}}) is sent

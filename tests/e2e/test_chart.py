@@ -31,8 +31,9 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster import REPO_ROOT, ApiError, Cluster, Component, free_port, load_manifests, wait_for
+from cluster import REPO_ROOT, ApiError, Cluster, Component, free_port, wait_for
 from e2e_images import BUSYBOX_IMAGE
+from examples_support import example_objects, our_allocated_claims
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "chart"))
 from chart_render import CHART, render, run_helm
@@ -51,6 +52,7 @@ THIRD_PARTY_KINDS = {"ServiceMonitor", "Certificate", "Issuer"}  # no such CRDs 
 KINDS = {
     "ServiceAccount": ("/api/v1", "serviceaccounts", True),
     "Secret": ("/api/v1", "secrets", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),  # the Grafana dashboard
     "Service": ("/api/v1", "services", True),
     "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
     "Deployment": ("/apis/apps/v1", "deployments", True),
@@ -386,37 +388,12 @@ def test_policy_mode_pod_runs_with_the_chart_service_accounts(cluster: Cluster, 
         assert not forbidden_lines(component), (component.name, forbidden_lines(component))
 
 
-def example_objects(name: str) -> list[dict[str, Any]]:
-    """examples/<name> made runnable here: our test driver's class, busybox, host network, and the policy gate the
-    webhook would add. Placement-related fields (requests, annotations) are kept as they are."""
-    objects = load_manifests(REPO_ROOT / "examples" / name)
-    for obj in objects:
-        if obj["kind"] == "ResourceClaimTemplate":
-            for request in obj["spec"]["spec"]["devices"]["requests"]:
-                assert request["exactly"]["deviceClassName"] == "hami-core-gpu.project-hami.io"
-                request["exactly"]["deviceClassName"] = DRIVER
-        elif obj["kind"] == "Pod":
-            spec = obj["spec"]
-            spec.update(hostNetwork=True, automountServiceAccountToken=False, terminationGracePeriodSeconds=1,
-                        schedulingGates=[{"name": GATE}])  # fmt: skip
-            for c in spec["containers"]:
-                c.update(image=BUSYBOX_IMAGE, imagePullPolicy="Never", command=["sh", "-c", "exec sleep 3600"])
-    return objects
-
-
-def our_allocated_claims(cluster: Cluster) -> list[dict[str, Any]]:
-    items = cluster.kube.get(f"{RESOURCE_API}/resourceclaims").get("items", [])
-    return [c for c in items
-            if any(r["driver"] == DRIVER for r in (c.get("status", {}).get("allocation") or {})
-                   .get("devices", {}).get("results", []))]  # fmt: skip
-
-
 @pytest.mark.parametrize(("example", "same_gpu"), [("policy-binpack.yaml", True), ("policy-spread.yaml", False)])
 def test_policy_examples_place_pods_as_annotated(cluster: Cluster, namespace: str, node_components,
                                                  controller: Component, example: str, same_gpu: bool):  # fmt: skip
     """examples/policy-*.yaml with the chart's controller: binpack shares one GPU, spread uses two (of two)."""
-    wait_for(lambda: not our_allocated_claims(cluster), 90, "earlier claims of the test driver to be released")
-    objects = example_objects(example)
+    wait_for(lambda: not our_allocated_claims(cluster, DRIVER), 90, "earlier claims of the test driver to be released")
+    objects = example_objects(example, DRIVER, GATE)
     for obj in objects:
         cluster.kube.create(obj, namespace)
     pods = [o["metadata"]["name"] for o in objects if o["kind"] == "Pod"]

@@ -65,8 +65,13 @@ app.kubernetes.io/component: {{ .component }}
 matchExpressions:
 - key: kubernetes.io/metadata.name
   operator: NotIn
-  values: [kube-system, {{ .Release.Namespace | quote }}]
+  values: {{ list "kube-system" .Release.Namespace | uniq | sortAlpha | toJson }}
 {{- with .Values.webhook.namespaceSelector.matchExpressions }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{- /* CEL: does any container in the list ``.`` ask for an nvidia.com/* resource, in limits or requests? */ -}}
+{{- define "dra-hami.usesNvidia" -}}
+{{ . }}.exists(c, has(c.resources) && ((has(c.resources.limits) && c.resources.limits.exists(k, k.startsWith('nvidia.com/'))) || (has(c.resources.requests) && c.resources.requests.exists(k, k.startsWith('nvidia.com/')))))
 {{- end -}}

@@ -56,12 +56,16 @@ def test_run_reacts_to_watch_events_without_waiting_for_the_resync() -> None:
     events: list[dict] = []
     arrived = threading.Event()
 
-    def watch(path: str, timeout: int):
-        arrived.wait(5)
-        arrived.clear()
-        yield from events if "resourceclaims" in path else []
+    class Watcher:
+        def list_version(self, path: str) -> str:
+            return "1"
 
-    r = reconciler(api, resync=3600, watch=watch)
+        def watch(self, path: str, version: str, timeout: int):
+            arrived.wait(5)
+            arrived.clear()
+            yield from events if "resourceclaims" in path else []
+
+    r = reconciler(api, resync=3600, watch=Watcher())
     stop = threading.Event()
     thread = threading.Thread(target=r.run, args=(stop,), daemon=True)
     thread.start()
