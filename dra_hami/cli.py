@@ -7,9 +7,8 @@ from pathlib import Path
 import click
 
 from dra_hami import wire
+from dra_hami.cli_options import DEFAULT_PLUGINS_ROOT, driver_name_option, logging_options
 from dra_hami.quantity import QuantityError, to_int
-
-_DEFAULT_PLUGINS_ROOT = Path("/var/lib/kubelet/plugins")
 
 
 class _Quantity(click.ParamType):
@@ -24,25 +23,6 @@ class _Quantity(click.ParamType):
             self.fail(f"{err} (use bytes or a Kubernetes quantity such as 512Mi or 1Gi)", param, ctx)
 
 
-def _logging_options(func):
-    func = click.option(
-        "--log-format",
-        type=click.Choice(["text", "json"]),
-        default="text",
-        envvar="LOG_FORMAT",
-        show_default=True,
-        help="Log lines as plain text or as JSON objects.",
-    )(func)
-    return click.option(
-        "--log-level",
-        type=click.Choice(["debug", "info", "warning", "error"]),
-        default="info",
-        envvar="LOG_LEVEL",
-        show_default=True,
-        help="Least severe log level written to stderr.",
-    )(func)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dra-hami")
 def main() -> None:
@@ -50,13 +30,7 @@ def main() -> None:
 
 
 @main.command("kubelet-plugin")
-@click.option(
-    "--driver-name",
-    default=wire.DEFAULT_DRIVER_NAME,
-    envvar="DRIVER_NAME",
-    show_default=True,
-    help="DRA driver name; also the DeviceClass name and the CDI vendor k8s.<driver>.",
-)
+@driver_name_option("DRA driver name; also the DeviceClass name and the CDI vendor k8s.<driver>.")
 @click.option("--node-name", required=True, envvar="NODE_NAME", help="This node's name (the pool name).")
 @click.option(
     "--kubeconfig",
@@ -202,7 +176,7 @@ def main() -> None:
     help="Fake GPUs only: YAML file of injected faults ({hami-gpu-0: {xid: 79}}), re-read while running. "
     "[default: <plugin-dir>/fake-health.yaml]",
 )
-@_logging_options
+@logging_options
 def kubelet_plugin(**kwargs) -> None:
     """Run the node side: publish this node's GPUs as ResourceSlices and prepare claims for the kubelet."""
     from dra_hami import logs
@@ -214,7 +188,7 @@ def kubelet_plugin(**kwargs) -> None:
 
     logs.setup(kwargs.pop("log_level"), kwargs.pop("log_format"))
     driver = kwargs["driver_name"]
-    kwargs["plugin_dir"] = kwargs["plugin_dir"] or _DEFAULT_PLUGINS_ROOT / driver
+    kwargs["plugin_dir"] = kwargs["plugin_dir"] or DEFAULT_PLUGINS_ROOT / driver
     kwargs["libvgpu_path"] = kwargs["libvgpu_path"] or kwargs["vgpu_dir"] / "libvgpu.so"
     try:
         kwargs["health_ignored_xids"] = parse_xids(kwargs["health_ignored_xids"])

@@ -8,9 +8,8 @@ import threading
 
 import click
 
-from dra_hami import wire
 from dra_hami.allocator import GPU_POLICIES, PolicyChoice
-from dra_hami.cli import _logging_options
+from dra_hami.cli_options import driver_name_option, kubeconfig_option, logging_options
 
 
 def _address(value: str) -> str:
@@ -21,19 +20,8 @@ def _address(value: str) -> str:
 
 
 @click.command("controller")
-@click.option(
-    "--driver-name",
-    default=wire.DEFAULT_DRIVER_NAME,
-    envvar="DRIVER_NAME",
-    show_default=True,
-    help="DRA driver name; the scheduling gate is <driver>/allocation.",
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False),
-    envvar="KUBECONFIG",
-    help="Kubeconfig file; in-cluster configuration when omitted.",
-)
+@driver_name_option("DRA driver name; the scheduling gate is <driver>/allocation.")
+@kubeconfig_option()
 @click.option(
     "--node-policy",
     type=click.Choice(["binpack", "spread"]),
@@ -68,7 +56,7 @@ def _address(value: str) -> str:
     show_default=True,
     help="Seconds an allocation of ours must stay without a pod before it is removed.",
 )
-@_logging_options
+@logging_options
 def controller(
     driver_name: str,
     kubeconfig: str | None,

@@ -6,25 +6,13 @@ from pathlib import Path
 
 import click
 
-from dra_hami import wire
-from dra_hami.cli import _DEFAULT_PLUGINS_ROOT, _logging_options
+from dra_hami.cli_options import DEFAULT_PLUGINS_ROOT, driver_name_option, kubeconfig_option, logging_options
 
 
 @click.command("exporter")
-@click.option(
-    "--driver-name",
-    default=wire.DEFAULT_DRIVER_NAME,
-    envvar="DRIVER_NAME",
-    show_default=True,
-    help="DRA driver name (locates the plugin's directory).",
-)
+@driver_name_option("DRA driver name (locates the plugin's directory).")
 @click.option("--node-name", required=True, envvar="NODE_NAME", help="This node's name (the nodeid/node labels).")
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False),
-    envvar="KUBECONFIG",
-    help="Kubeconfig file; in-cluster configuration when omitted. Used to tell which pod uses a claim.",
-)
+@kubeconfig_option("Kubeconfig file; in-cluster configuration when omitted. Used to tell which pod uses a claim.")
 @click.option(
     "--fake-profile",
     envvar="FAKE_PROFILE",
@@ -52,7 +40,7 @@ from dra_hami.cli import _DEFAULT_PLUGINS_ROOT, _logging_options
     show_default=True,
     help="HOST:PORT of /metrics and /healthz.",
 )
-@_logging_options
+@logging_options
 def exporter(**kwargs) -> None:
     """Serve per-claim GPU memory and compute usage and per-GPU usage as Prometheus metrics."""
     from dra_hami import logs
@@ -60,7 +48,7 @@ def exporter(**kwargs) -> None:
     from dra_hami.exporter.main import ExporterOptions, parse_bind_address, run
 
     logs.setup(kwargs.pop("log_level"), kwargs.pop("log_format"))
-    kwargs["plugin_dir"] = kwargs["plugin_dir"] or _DEFAULT_PLUGINS_ROOT / kwargs["driver_name"]
+    kwargs["plugin_dir"] = kwargs["plugin_dir"] or DEFAULT_PLUGINS_ROOT / kwargs["driver_name"]
     try:
         parse_bind_address(kwargs["metrics_bind_address"])
     except ValueError as err:

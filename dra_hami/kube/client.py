@@ -141,9 +141,13 @@ class RawKubeApi:
         query = [("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
         if field_selector:
             query.append(("fieldSelector", field_selector))
+        return self._stream(f"{RESOURCE_API}/resourceslices", query, timeout_seconds)
+
+    def _stream(self, path: str, query: list[tuple[str, str]], timeout_seconds: int) -> Iterator[dict[str, Any]]:
+        """The JSON lines of a watch response, one event each, until the server closes the stream."""
         method, url, headers, _, _ = self.api_client.param_serialize(
             method="GET",
-            resource_path=f"{RESOURCE_API}/resourceslices",
+            resource_path=path,
             query_params=query,
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
@@ -155,7 +159,7 @@ class RawKubeApi:
             if response.status >= 400:
                 raise _api_error(response.status, response.reason or "", response.data)
             buffer = b""
-            for chunk in response.stream(4096):
+            for chunk in response.stream(65536):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
@@ -188,28 +192,7 @@ class RawKubeApi:
         ]
         if resource_version:
             query.append(("resourceVersion", resource_version))
-        method, url, headers, _, _ = self.api_client.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        response = self.api_client.rest_client.pool_manager.request(
-            method, url, headers=headers, preload_content=False, timeout=timeout_seconds + 5
-        )
-        try:
-            if response.status >= 400:
-                raise _api_error(response.status, response.reason or "", response.data)
-            buffer = b""
-            for chunk in response.stream(65536):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-        finally:
-            response.release_conn()
+        return self._stream(path, query, timeout_seconds)
 
     def get_object(self, path: str) -> dict[str, Any]:
         return self.request("GET", path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from dra_hami import wire
+from dra_hami.cli_options import driver_name_option, kubeconfig_option, logging_options
 
 log = logging.getLogger(__name__)
 
@@ -73,35 +73,9 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Seconds an unused legacy ResourceClaimTemplate is kept after its last admission.",
 )
-@click.option(
-    "--driver-name",
-    default=wire.DEFAULT_DRIVER_NAME,
-    envvar="DRIVER_NAME",
-    show_default=True,
-    help="DRA driver name; also the name of our DeviceClass.",
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False),
-    envvar="KUBECONFIG",
-    help="Kubeconfig file; in-cluster configuration when omitted.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    envvar="LOG_FORMAT",
-    show_default=True,
-    help="Log lines as plain text or as JSON objects.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    envvar="LOG_LEVEL",
-    show_default=True,
-    help="Least severe log level written to stderr.",
-)
+@driver_name_option("DRA driver name; also the name of our DeviceClass.")
+@kubeconfig_option()
+@logging_options
 def webhook(tls_cert_file: Path, tls_key_file: Path, bind_address: str, policy_mode: bool, legacy_translation: bool,
             metrics_bind_address: str, quota_resync: float, template_grace: float, driver_name: str,
             kubeconfig: str | None, log_format: str, log_level: str) -> None:  # fmt: skip
