@@ -2759,12 +2759,16 @@ API cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t
     return fake_proc_lookup(symbol, pfn, cudaVersion, flags, NULL);
 }
 
+/* -DFAKE_NO_GET_PROC_ADDRESS_V2 builds a driver older than CUDA 12.5 (tests of wrappers whose
+ * real function is missing) */
+#ifndef FAKE_NO_GET_PROC_ADDRESS_V2
 API cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
                         CUdriverProcAddressQueryResult *symbolStatus)
 {
     ENTER();
     return fake_proc_lookup(symbol, pfn, cudaVersion, flags, symbolStatus);
 }
+#endif
 
 /* Test hook (not a CUDA API): simulated-time counters of a device, for workload programs that
  * want the fake's own view. Looked up with dlsym(RTLD_DEFAULT, "fake_cuda_device_stats"). */

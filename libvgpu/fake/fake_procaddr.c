@@ -30,7 +30,9 @@ static const struct pa_entry g_table[] = {
     S(cuGetErrorString, 6000),
     S(cuGetErrorName, 6000),
     L(cuGetProcAddress, 11030, cuGetProcAddress),
+#ifndef FAKE_NO_GET_PROC_ADDRESS_V2
     L(cuGetProcAddress, 12050, cuGetProcAddress_v2),
+#endif
     S(cuDeviceGet, 2000),
     S(cuDeviceGetCount, 2000),
     S(cuDeviceGetName, 2000),

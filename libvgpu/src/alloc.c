@@ -1,9 +1,14 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "alloc.h"
 
-#include <pthread.h>
+#include <linux/futex.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define NSHARDS 64
 #define MIN_CAP 64
@@ -15,8 +20,54 @@ struct entry {
     uint8_t kind;
 };
 
+/* Shard lock: a private futex lock (0 free, 1 held, 2 held with waiters; Drepper's "mutex 3").
+ * Inline, one atomic each way when uncontended: the table is on every alloc/free, and a
+ * pthread mutex costs two library calls and their type dispatch there. */
+typedef atomic_int shard_lock;
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+static void lock_slow(shard_lock *l, int c)
+{
+    for (int spin = 0; spin < 64 && c == 1; spin++) {
+        cpu_relax();
+        c = atomic_load_explicit(l, memory_order_relaxed);
+        if (c == 0) {
+            if (atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire, memory_order_relaxed))
+                return;
+        }
+    }
+    if (c != 2)
+        c = atomic_exchange_explicit(l, 2, memory_order_acquire);
+    while (c != 0) {
+        syscall(SYS_futex, l, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+        c = atomic_exchange_explicit(l, 2, memory_order_acquire);
+    }
+}
+
+static inline void lock(shard_lock *l)
+{
+    int c = 0;
+    if (__builtin_expect(!atomic_compare_exchange_strong_explicit(l, &c, 1, memory_order_acquire,
+                                                                   memory_order_relaxed),
+                         0))
+        lock_slow(l, c);
+}
+
+static inline void unlock(shard_lock *l)
+{
+    if (__builtin_expect(atomic_exchange_explicit(l, 0, memory_order_release) == 2, 0))
+        syscall(SYS_futex, l, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 struct shard {
-    pthread_mutex_t mu;
+    shard_lock mu;
     struct entry *tab;
     uint64_t cap; /* power of two or 0 */
     uint64_t n;
@@ -24,7 +75,7 @@ struct shard {
 };
 
 static struct shard g_shards[NSHARDS] = {
-#define S PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, {0}
+#define S 0, NULL, 0, 0, {0}
     [0 ... NSHARDS - 1] = {S},
 #undef S
 };
@@ -79,9 +130,9 @@ bool vgpu_alloc_insert(uint64_t key, struct vgpu_alloc_rec rec, bool *replaced,
     uint64_t h = mix(k);
     struct shard *s = shard_of(h);
     *replaced = false;
-    pthread_mutex_lock(&s->mu);
+    lock(&s->mu);
     if ((s->n + 1) * 2 > s->cap && !grow(s)) {
-        pthread_mutex_unlock(&s->mu);
+        unlock(&s->mu);
         return false;
     }
     uint64_t j = h & (s->cap - 1);
@@ -100,7 +151,7 @@ bool vgpu_alloc_insert(uint64_t key, struct vgpu_alloc_rec rec, bool *replaced,
     e->size = rec.size;
     e->didx = rec.didx;
     e->kind = rec.kind;
-    pthread_mutex_unlock(&s->mu);
+    unlock(&s->mu);
     return true;
 }
 
@@ -109,9 +160,9 @@ bool vgpu_alloc_remove(uint64_t key, uint8_t kind, struct vgpu_alloc_rec *out)
     uint64_t k = tkey(key, kind);
     uint64_t h = mix(k);
     struct shard *s = shard_of(h);
-    pthread_mutex_lock(&s->mu);
+    lock(&s->mu);
     if (s->cap == 0) {
-        pthread_mutex_unlock(&s->mu);
+        unlock(&s->mu);
         return false;
     }
     uint64_t mask = s->cap - 1;
@@ -119,7 +170,7 @@ bool vgpu_alloc_remove(uint64_t key, uint8_t kind, struct vgpu_alloc_rec *out)
     while (s->tab[j].key != 0 && s->tab[j].key != k)
         j = (j + 1) & mask;
     if (s->tab[j].key == 0) {
-        pthread_mutex_unlock(&s->mu);
+        unlock(&s->mu);
         return false;
     }
     out->size = s->tab[j].size;
@@ -140,7 +191,7 @@ bool vgpu_alloc_remove(uint64_t key, uint8_t kind, struct vgpu_alloc_rec *out)
     }
     memset(&s->tab[hole], 0, sizeof s->tab[hole]);
     s->n--;
-    pthread_mutex_unlock(&s->mu);
+    unlock(&s->mu);
     return true;
 }
 
@@ -148,9 +199,9 @@ uint64_t vgpu_alloc_count(void)
 {
     uint64_t n = 0;
     for (int i = 0; i < NSHARDS; i++) {
-        pthread_mutex_lock(&g_shards[i].mu);
+        lock(&g_shards[i].mu);
         n += g_shards[i].n;
-        pthread_mutex_unlock(&g_shards[i].mu);
+        unlock(&g_shards[i].mu);
     }
     return n;
 }
@@ -166,29 +217,29 @@ static void reset_shard(struct shard *s)
 void vgpu_alloc_reset(void)
 {
     for (int i = 0; i < NSHARDS; i++) {
-        pthread_mutex_lock(&g_shards[i].mu);
+        lock(&g_shards[i].mu);
         reset_shard(&g_shards[i]);
-        pthread_mutex_unlock(&g_shards[i].mu);
+        unlock(&g_shards[i].mu);
     }
 }
 
 void vgpu_alloc_atfork_prepare(void)
 {
     for (int i = 0; i < NSHARDS; i++)
-        pthread_mutex_lock(&g_shards[i].mu);
+        lock(&g_shards[i].mu);
 }
 
 void vgpu_alloc_atfork_parent(void)
 {
     for (int i = NSHARDS - 1; i >= 0; i--)
-        pthread_mutex_unlock(&g_shards[i].mu);
+        unlock(&g_shards[i].mu);
 }
 
 void vgpu_alloc_atfork_child(void)
 {
     /* Device memory does not survive into the child: forget the parent's records. */
     for (int i = 0; i < NSHARDS; i++) {
-        pthread_mutex_init(&g_shards[i].mu, NULL);
+        atomic_store_explicit(&g_shards[i].mu, 0, memory_order_relaxed);
         reset_shard(&g_shards[i]);
     }
 }

@@ -14,18 +14,94 @@
 
 extern char **environ;
 
-static struct vgpu_config g_cfg;
+struct vgpu_config vgpu_config_g;
+atomic_bool vgpu_config_ready;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-/* Looks NAME up in envp (exact name). */
-static const char *env_lookup(char *const *envp, const char *name)
+/* The variables we read, found in ONE pass over the environment (the first entry of a name wins,
+ * as with getenv): the parse runs in every process that touches CUDA, and a lookup per name
+ * (34 of them) scanned the whole environment each time. */
+enum {
+    E_LOG_LEVEL,
+    E_DISABLE,
+    E_POLICY,
+    E_OOM,
+    E_PRIORITY,
+    E_CACHE,
+    E_MEM,
+    E_SM,
+    E_STALL,
+    E_NAMED,
+};
+
+static const char *const g_names[E_NAMED] = {
+    [E_LOG_LEVEL] = "LIBCUDA_LOG_LEVEL",
+    [E_DISABLE] = "CUDA_DISABLE_CONTROL",
+    [E_POLICY] = "GPU_CORE_UTILIZATION_POLICY",
+    [E_OOM] = "VGPU_OOM_POLICY",
+    [E_PRIORITY] = "CUDA_TASK_PRIORITY",
+    [E_CACHE] = "CUDA_DEVICE_MEMORY_SHARED_CACHE",
+    [E_MEM] = "CUDA_DEVICE_MEMORY_LIMIT",
+    [E_SM] = "CUDA_DEVICE_SM_LIMIT",
+    [E_STALL] = "VGPU_TEST_STALL_IN_LOCK",
+};
+
+struct env_view {
+    const char *named[E_NAMED];
+    const char *mem_index[VGPU_MAX_DEVICES];
+    const char *sm_index[VGPU_MAX_DEVICES];
+};
+
+/* "_<i>" with i in canonical decimal (what "%d" prints) and < VGPU_MAX_DEVICES, up to NAME_END:
+ * returns i, or -1. */
+static int index_suffix(const char *p, const char *name_end)
 {
-    size_t n = strlen(name);
-    for (char *const *e = envp; e != NULL && *e != NULL; e++) {
-        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
-            return *e + n + 1;
+    if (*p != '_' || name_end - p < 2 || name_end - p > 3)
+        return -1;
+    p++;
+    if (p[0] < '0' || p[0] > '9' || (p[0] == '0' && name_end - p > 1))
+        return -1;
+    int i = p[0] - '0';
+    if (name_end - p == 2) {
+        if (p[1] < '0' || p[1] > '9')
+            return -1;
+        i = i * 10 + (p[1] - '0');
     }
-    return NULL;
+    return i < VGPU_MAX_DEVICES ? i : -1;
+}
+
+static void env_scan(char *const *envp, struct env_view *v)
+{
+    memset(v, 0, sizeof *v);
+    for (char *const *e = envp; e != NULL && *e != NULL; e++) {
+        const char *s = *e;
+        /* cheap filter: every name we read starts with one of these letters */
+        if (s[0] != 'C' && s[0] != 'L' && s[0] != 'G' && s[0] != 'V')
+            continue;
+        const char *eq = strchr(s, '=');
+        if (eq == NULL)
+            continue;
+        size_t n = (size_t)(eq - s);
+        for (int k = 0; k < E_NAMED; k++) {
+            size_t kn = strlen(g_names[k]);
+            if (kn == n && memcmp(s, g_names[k], n) == 0) {
+                if (v->named[k] == NULL)
+                    v->named[k] = eq + 1;
+                goto next;
+            }
+        }
+        static const char mem[] = "CUDA_DEVICE_MEMORY_LIMIT", sm[] = "CUDA_DEVICE_SM_LIMIT";
+        if (n > sizeof mem - 1 && memcmp(s, mem, sizeof mem - 1) == 0) {
+            int i = index_suffix(s + sizeof mem - 1, eq);
+            if (i >= 0 && v->mem_index[i] == NULL)
+                v->mem_index[i] = eq + 1;
+        } else if (n > sizeof sm - 1 && memcmp(s, sm, sizeof sm - 1) == 0) {
+            int i = index_suffix(s + sizeof sm - 1, eq);
+            if (i >= 0 && v->sm_index[i] == NULL)
+                v->sm_index[i] = eq + 1;
+        }
+    next:;
+    }
 }
 
 static void parse_mem(const char *name, const char *val, struct vgpu_mem_limit *out)
@@ -163,8 +239,10 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
     memset(cfg, 0, sizeof *cfg);
     cfg->priority = 1;
     cfg->log_level = VGPU_LOG_ERROR;
+    struct env_view ev;
+    env_scan(envp, &ev);
 
-    const char *v = env_lookup(envp, "LIBCUDA_LOG_LEVEL");
+    const char *v = ev.named[E_LOG_LEVEL];
     if (v != NULL && *v != '\0') {
         uint64_t lv;
         if (vgpu_parse_uint(v, &lv))
@@ -174,10 +252,10 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
     }
     vgpu_log_set_level(cfg->log_level);
 
-    cfg->disabled = env_true(env_lookup(envp, "CUDA_DISABLE_CONTROL"));
-    cfg->policy = parse_policy(env_lookup(envp, "GPU_CORE_UTILIZATION_POLICY"));
+    cfg->disabled = env_true(ev.named[E_DISABLE]);
+    cfg->policy = parse_policy(ev.named[E_POLICY]);
 
-    v = env_lookup(envp, "VGPU_OOM_POLICY");
+    v = ev.named[E_OOM];
     if (v != NULL && *v != '\0') {
         if (strcasecmp(v, "kill") == 0)
             cfg->oom_policy = VGPU_OOM_KILL;
@@ -185,7 +263,7 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
             vgpu_error("invalid VGPU_OOM_POLICY=\"%s\": expected error or kill; using error", v);
     }
 
-    v = env_lookup(envp, "CUDA_TASK_PRIORITY");
+    v = ev.named[E_PRIORITY];
     if (v != NULL && *v != '\0') {
         uint64_t p;
         if (vgpu_parse_uint(v, &p) && p <= 1)
@@ -194,28 +272,28 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
             vgpu_error("invalid CUDA_TASK_PRIORITY=\"%s\": expected 0 (high) or 1 (low); using 1", v);
     }
 
-    v = env_lookup(envp, "CUDA_DEVICE_MEMORY_SHARED_CACHE");
+    v = ev.named[E_CACHE];
     cfg->shared_cache = (v != NULL && *v != '\0') ? v : NULL;
 
-    v = env_lookup(envp, "CUDA_DEVICE_MEMORY_LIMIT");
+    v = ev.named[E_MEM];
     if (v != NULL)
         parse_mem("CUDA_DEVICE_MEMORY_LIMIT", v, &cfg->mem_global);
-    v = env_lookup(envp, "CUDA_DEVICE_SM_LIMIT");
+    v = ev.named[E_SM];
     if (v != NULL)
         cfg->sm_global = parse_sm("CUDA_DEVICE_SM_LIMIT", v);
     for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
+        if (ev.mem_index[i] == NULL && ev.sm_index[i] == NULL)
+            continue;
         char name[64];
-        snprintf(name, sizeof name, "CUDA_DEVICE_MEMORY_LIMIT_%d", i);
-        v = env_lookup(envp, name);
-        if (v != NULL) {
+        if (ev.mem_index[i] != NULL) {
+            snprintf(name, sizeof name, "CUDA_DEVICE_MEMORY_LIMIT_%d", i);
             cfg->mem_index_present[i] = true;
-            parse_mem(name, v, &cfg->mem_index[i]);
+            parse_mem(name, ev.mem_index[i], &cfg->mem_index[i]);
         }
-        snprintf(name, sizeof name, "CUDA_DEVICE_SM_LIMIT_%d", i);
-        v = env_lookup(envp, name);
-        if (v != NULL) {
+        if (ev.sm_index[i] != NULL) {
+            snprintf(name, sizeof name, "CUDA_DEVICE_SM_LIMIT_%d", i);
             cfg->sm_index_present[i] = true;
-            cfg->sm_index[i] = parse_sm(name, v);
+            cfg->sm_index[i] = parse_sm(name, ev.sm_index[i]);
         }
     }
 
@@ -236,18 +314,19 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
         parse_uuid_entry(cfg, name, eq + 1);
     }
 
-    cfg->test_stall_in_lock = env_true(env_lookup(envp, "VGPU_TEST_STALL_IN_LOCK"));
+    cfg->test_stall_in_lock = env_true(ev.named[E_STALL]);
 }
 
 static void config_once(void)
 {
-    vgpu_config_parse(&g_cfg, environ);
+    vgpu_config_parse(&vgpu_config_g, environ);
+    atomic_store_explicit(&vgpu_config_ready, true, memory_order_release);
 }
 
-const struct vgpu_config *vgpu_config_get(void)
+const struct vgpu_config *vgpu_config_get_slow(void)
 {
     pthread_once(&g_once, config_once);
-    return &g_cfg;
+    return &vgpu_config_g;
 }
 
 static const char *strip_gpu_prefix(const char *s)

@@ -2,6 +2,7 @@
 #ifndef VGPU_CONFIG_H
 #define VGPU_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,8 +52,18 @@ struct vgpu_config {
     bool test_stall_in_lock; /* VGPU_TEST_STALL_IN_LOCK=1 (test hook, see region.c) */
 };
 
-/* Parses the environment (once, thread-safe) and returns the process-wide configuration. */
-const struct vgpu_config *vgpu_config_get(void);
+/* Parses the environment (once, thread-safe) and returns the process-wide configuration.  The
+ * fast path is one acquire load (it runs on every intercepted call). */
+extern struct vgpu_config vgpu_config_g;
+extern atomic_bool vgpu_config_ready;
+const struct vgpu_config *vgpu_config_get_slow(void);
+
+static inline const struct vgpu_config *vgpu_config_get(void)
+{
+    if (__builtin_expect(atomic_load_explicit(&vgpu_config_ready, memory_order_acquire), 1))
+        return &vgpu_config_g;
+    return vgpu_config_get_slow();
+}
 
 /* Parses into *cfg from an explicit environment array (used by the unit tests). */
 void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp);

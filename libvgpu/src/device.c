@@ -10,8 +10,10 @@
 #include <string.h>
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct vgpu_device g_dev[VGPU_MAX_DEVICES];
-static atomic_int g_state[VGPU_MAX_DEVICES]; /* 0 unknown, 1 ready */
+struct vgpu_device vgpu_devices[VGPU_MAX_DEVICES];
+atomic_int vgpu_device_state[VGPU_MAX_DEVICES];
+#define g_dev vgpu_devices
+#define g_state vgpu_device_state
 
 void vgpu_format_uuid(const CUuuid *u, char *out, size_t cap)
 {
@@ -37,13 +39,18 @@ static bool query_uuid(CUdevice dev, char *out, size_t cap)
     return true;
 }
 
-const struct vgpu_device *vgpu_device_get(CUdevice dev)
+const struct vgpu_device *vgpu_device_get_slow(CUdevice dev)
 {
     if (dev < 0 || dev >= VGPU_MAX_DEVICES)
         return NULL;
     if (atomic_load_explicit(&g_state[dev], memory_order_acquire) == 1)
         return &g_dev[dev];
     if (!vgpu_cuda_load())
+        return NULL;
+    /* No such ordinal (e.g. a garbage cuMemCreate location.id): nothing to account, the driver
+     * reports the error, and no shared device record is spent on it. */
+    CUdevice probe;
+    if (vgpu_cu.cuDeviceGet != NULL && vgpu_cu.cuDeviceGet(&probe, dev) == CUDA_ERROR_INVALID_DEVICE)
         return NULL;
     const struct vgpu_config *cfg = vgpu_config_get();
     pthread_mutex_lock(&g_mu);

@@ -17,8 +17,20 @@ struct vgpu_device {
     unsigned sm; /* 0 = no cap */
 };
 
-/* Device info for a CUdevice (== CUDA ordinal); NULL if it cannot be determined. */
-const struct vgpu_device *vgpu_device_get(CUdevice dev);
+/* Device info for a CUdevice (== CUDA ordinal); NULL if it cannot be determined.  The fast path
+ * (device already set up) is inline: it runs on every allocation. */
+extern struct vgpu_device vgpu_devices[VGPU_MAX_DEVICES];
+extern atomic_int vgpu_device_state[VGPU_MAX_DEVICES]; /* 0 unknown, 1 ready */
+const struct vgpu_device *vgpu_device_get_slow(CUdevice dev);
+
+static inline const struct vgpu_device *vgpu_device_get(CUdevice dev)
+{
+    if (dev < 0 || dev >= VGPU_MAX_DEVICES)
+        return NULL;
+    if (__builtin_expect(atomic_load_explicit(&vgpu_device_state[dev], memory_order_acquire) == 1, 1))
+        return &vgpu_devices[dev];
+    return vgpu_device_get_slow(dev);
+}
 /* CUDA ordinal of the device with this UUID, or -1.  May call the real cuInit(0). */
 int vgpu_device_ordinal_by_uuid(const char *uuid);
 /* Formats a CUuuid as "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx". */

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -14,6 +15,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "pthread_mutex_t must fit its 64-byte slot");
@@ -24,10 +27,20 @@ _Static_assert(offsetof(struct vgpu_region_header, slots_lock) == 64, "header la
 _Static_assert(offsetof(struct vgpu_region_device, used) == 160, "device layout");
 _Static_assert(offsetof(struct vgpu_region_device, util) == 192, "device layout");
 _Static_assert(offsetof(struct vgpu_region_proc, used) == 24, "proc layout");
+_Static_assert(offsetof(struct vgpu_region_proc, gen) == 152, "proc layout");
+_Static_assert(offsetof(union vgpu_shared_mutex, word) == 0, "device lock word");
 _Static_assert(offsetof(struct vgpu_region, dev) == VGPU_REGION_HEADER_SIZE, "region layout");
 _Static_assert(offsetof(struct vgpu_region, proc) ==
                    VGPU_REGION_HEADER_SIZE + VGPU_MAX_DEVICES * VGPU_REGION_DEVICE_SIZE,
                "region layout");
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 void vgpu_atfork_install(void);
 
@@ -41,6 +54,7 @@ static int g_slot_idx = -1;
 static pid_t g_slot_pid;
 static _Atomic bool g_exiting;
 static bool g_atexit_done;
+static bool g_test_stall; /* VGPU_TEST_STALL_IN_LOCK, read once at attach (not per charge) */
 
 static off_t slot_offset(int i)
 {
@@ -113,24 +127,141 @@ static void recompute_device(struct vgpu_region *r, int d)
     atomic_store(&r->dev[d].used, sum);
 }
 
-static void lock_device(struct vgpu_region *r, int d)
+/* ---- device locks ------------------------------------------------------------------------
+ * A device record's lock is one 32-bit word in the shared file: 0 = free, else the holder's tag
+ * plus LOCK_WAITERS when somebody sleeps on it (futex).  Uncontended it costs one CAS to take and
+ * one exchange to release, inline (a glibc robust mutex costs two library calls each way and the
+ * robust-list bookkeeping: it was most of the interception cost of an alloc/free pair).
+ *
+ * Robustness without the kernel's robust list: the tag says who holds the lock, and a waiter
+ * checks every WAIT_NS that the holder is alive.
+ *   - slot tag (slot index + 1, and the slot's registration generation): taken by a process
+ *     with a slot; it is alive while its slot is ACTIVE with that generation and its liveness
+ *     byte is locked (the kernel drops that lock when the process dies, in any PID namespace).
+ *   - TAG_SLOTS: taken while holding the slots lock (slot release and reclamation, possibly by a
+ *     process without a slot); the holder is alive while the slots lock (a robust pthread mutex)
+ *     is held by a live process, i.e. while pthread_mutex_trylock says EBUSY.
+ * A waiter that finds the holder dead takes the lock over with a CAS from the word it saw and
+ * rebuilds the device total from the slots, as the EOWNERDEAD path of a robust mutex would. */
+
+#define LOCK_WAITERS 0x80000000u
+#define TAG_SLOTS 0x7fffffffu
+#define TAG_SLOT_BITS 11 /* slot index + 1 <= VGPU_REGION_MAX_PROCS */
+#define TAG_GEN_MASK 0xfffffu /* 20 bits of generation */
+#define WAIT_NS 2000000L /* liveness check period of a waiter */
+_Static_assert(VGPU_REGION_MAX_PROCS < (1 << TAG_SLOT_BITS), "slot index must fit its tag field");
+
+static uint32_t g_tag; /* this process's slot tag (0 = no slot) */
+
+static uint32_t make_tag(int idx, uint32_t gen)
 {
-    int rc = pthread_mutex_lock(&r->dev[d].lock.m);
-    if (rc == EOWNERDEAD) {
-        /* The holder died inside an update; every writer of these counters holds this lock, so
-         * the slots are authoritative: rebuild the total from them. */
+    return ((gen & TAG_GEN_MASK) << TAG_SLOT_BITS) | (uint32_t)(idx + 1);
+}
+
+static long futex(_Atomic uint32_t *w, int op, uint32_t val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, (uint32_t *)w, op, val, ts, NULL, 0);
+}
+
+static bool holder_alive(struct vgpu_region *r, uint32_t word, bool under_slots)
+{
+    uint32_t tag = word & ~LOCK_WAITERS;
+    if (tag == TAG_SLOTS) {
+        if (under_slots)
+            return false; /* we hold the slots lock: that tag is a dead holder's */
+        int rc = pthread_mutex_trylock(&r->h.slots_lock.m);
+        if (rc == EBUSY)
+            return true;
+        if (rc == EOWNERDEAD) {
+            pthread_mutex_consistent(&r->h.slots_lock.m);
+            vgpu_warn("region slots lock: previous holder died; recovered");
+        }
+        if (rc == 0 || rc == EOWNERDEAD)
+            pthread_mutex_unlock(&r->h.slots_lock.m);
+        return false;
+    }
+    uint32_t slot = tag & ((1u << TAG_SLOT_BITS) - 1);
+    if (slot == 0 || slot > VGPU_REGION_MAX_PROCS)
+        return false; /* not a tag we write */
+    int i = (int)slot - 1;
+    if (tag == g_tag && i == g_slot_idx)
+        return true; /* another thread of this process */
+    struct vgpu_region_proc *p = &r->proc[i];
+    if (atomic_load_explicit(&p->state, memory_order_acquire) != VGPU_SLOT_ACTIVE ||
+        (atomic_load_explicit(&p->gen, memory_order_acquire) & TAG_GEN_MASK) != tag >> TAG_SLOT_BITS)
+        return false; /* released, or registered again by another process */
+    if (g_private)
+        return false; /* one process: a tag not ours is stale */
+    return range_locked_by_other(g_fd, slot_offset(i), 1) != 0; /* unknown (-1): assume alive */
+}
+
+static void lock_device_slow(struct vgpu_region *r, int d, uint32_t tag, bool under_slots)
+{
+    _Atomic uint32_t *w = &r->dev[d].lock.word;
+    for (int spin = 0; spin < 100; spin++) {
+        uint32_t cur = atomic_load_explicit(w, memory_order_relaxed);
+        if (cur == 0 && atomic_compare_exchange_weak_explicit(w, &cur, tag, memory_order_acquire,
+                                                              memory_order_relaxed))
+            return;
+        cpu_relax();
+    }
+    struct timespec ts = {0, WAIT_NS};
+    for (;;) {
+        uint32_t cur = atomic_load_explicit(w, memory_order_relaxed);
+        if (cur == 0) {
+            /* others may sleep too: take it with the waiters bit so that unlock wakes one */
+            if (atomic_compare_exchange_strong_explicit(w, &cur, tag | LOCK_WAITERS,
+                                                        memory_order_acquire, memory_order_relaxed))
+                return;
+            continue;
+        }
+        if (!(cur & LOCK_WAITERS)) {
+            uint32_t want = cur | LOCK_WAITERS;
+            if (!atomic_compare_exchange_strong_explicit(w, &cur, want, memory_order_relaxed,
+                                                         memory_order_relaxed))
+                continue;
+            cur = want;
+        }
+        long rc = futex(w, FUTEX_WAIT, cur, &ts);
+        if (rc == 0 || errno != ETIMEDOUT)
+            continue; /* woken, or the word changed: try again */
+        if (holder_alive(r, cur, under_slots))
+            continue;
+        /* The holder died inside its critical section: take the lock over from exactly that word
+         * (if it changed meanwhile, somebody else did or the holder was not dead after all). */
+        if (!atomic_compare_exchange_strong_explicit(w, &cur, tag | LOCK_WAITERS, memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
+        /* every writer of these counters holds this lock: the slots are authoritative */
         recompute_device(r, d);
-        pthread_mutex_consistent(&r->dev[d].lock.m);
         vgpu_warn("device record %d: previous lock holder died; usage recomputed (%llu bytes)", d,
                   (unsigned long long)atomic_load(&r->dev[d].used));
-    } else if (rc != 0) {
-        vgpu_error("device record %d: lock failed: %s", d, strerror(rc));
+        return;
     }
 }
 
-static void unlock_device(struct vgpu_region *r, int d)
+/* UNDER_SLOTS: the caller holds the slots lock (it then takes the lock as TAG_SLOTS). */
+static inline void lock_device_as(struct vgpu_region *r, int d, bool under_slots)
 {
-    pthread_mutex_unlock(&r->dev[d].lock.m);
+    uint32_t tag = under_slots ? TAG_SLOTS : g_tag;
+    uint32_t zero = 0;
+    if (__builtin_expect(!atomic_compare_exchange_strong_explicit(&r->dev[d].lock.word, &zero, tag,
+                                                                   memory_order_acquire,
+                                                                   memory_order_relaxed),
+                         0))
+        lock_device_slow(r, d, tag, under_slots);
+}
+
+static inline void lock_device(struct vgpu_region *r, int d)
+{
+    lock_device_as(r, d, false);
+}
+
+static inline void unlock_device(struct vgpu_region *r, int d)
+{
+    _Atomic uint32_t *w = &r->dev[d].lock.word;
+    if (__builtin_expect(atomic_exchange_explicit(w, 0, memory_order_release) & LOCK_WAITERS, 0))
+        futex(w, FUTEX_WAKE, 1, NULL);
 }
 
 static void lock_slots(struct vgpu_region *r)
@@ -164,7 +295,7 @@ static void init_region(struct vgpu_region *r)
     atomic_store(&r->h.recent_kernel, 0);
     init_shared_mutex(&r->h.slots_lock.m);
     for (int d = 0; d < VGPU_MAX_DEVICES; d++)
-        init_shared_mutex(&r->dev[d].lock.m);
+        memset(&r->dev[d].lock, 0, sizeof r->dev[d].lock); /* a free device lock */
     __atomic_store_n(&r->h.magic, VGPU_REGION_MAGIC, __ATOMIC_RELEASE);
 }
 
@@ -190,22 +321,27 @@ static struct vgpu_region *attach_file(const char *path)
                    strerror(errno));
         return NULL;
     }
-    /* Common case, an initialized region of this layout: checked under a shared lock, so that
-     * processes starting together do not queue behind each other. */
-    if (init_lock(fd, F_RDLCK) == 0) {
+    /* Common case, an initialized region of this layout: checked without any lock (a header
+     * read with pread cannot fault).  A region of this version is never rebuilt (only one whose
+     * header is invalid, under the exclusive lock below), and its header is complete once the
+     * magic, written last, is there; the mapping is taken only after that check. */
+    {
         struct vgpu_region_header h;
         struct stat st;
         memset(&h, 0, sizeof h);
-        void *p = MAP_FAILED;
         if (fstat(fd, &st) == 0 && (size_t)st.st_size == size &&
-            pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.magic == VGPU_REGION_MAGIC &&
-            h.version == VGPU_REGION_VERSION && h.total_size == size)
-            p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        init_lock(fd, F_UNLCK);
-        if (p != MAP_FAILED) {
-            g_fd = fd;
-            vgpu_debug("attached shared region %s", path);
-            return p;
+            pread(fd, &h, offsetof(struct vgpu_region_header, slots_lock), 0) ==
+                (ssize_t)offsetof(struct vgpu_region_header, slots_lock) &&
+            h.magic == VGPU_REGION_MAGIC && h.version == VGPU_REGION_VERSION && h.total_size == size) {
+            struct vgpu_region *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            /* pairs with the release store of the magic in init_region */
+            if (p != MAP_FAILED && __atomic_load_n(&p->h.magic, __ATOMIC_ACQUIRE) == VGPU_REGION_MAGIC) {
+                g_fd = fd;
+                vgpu_debug("attached shared region %s", path);
+                return p;
+            }
+            if (p != MAP_FAILED)
+                munmap(p, size);
         }
     }
     /* Creation, rebuild or an error: exclusively (a shared lock is released first: two
@@ -294,6 +430,7 @@ struct vgpu_region *vgpu_region_get(void)
             vgpu_info("CUDA_DEVICE_MEMORY_SHARED_CACHE not set; limits apply per process");
         if (r == NULL)
             r = attach_private();
+        g_test_stall = cfg->test_stall_in_lock;
         atomic_store_explicit(&g_region, r, memory_order_release);
     }
     pthread_mutex_unlock(&g_attach_mu);
@@ -355,7 +492,7 @@ static void release_slot(struct vgpu_region *r, int i)
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         if (atomic_load(&s->used[d]) == 0)
             continue;
-        lock_device(r, d);
+        lock_device_as(r, d, true);
         uint64_t u = atomic_load(&s->used[d]);
         uint64_t t = atomic_load(&r->dev[d].used);
         atomic_store(&r->dev[d].used, t >= u ? t - u : 0);
@@ -486,7 +623,6 @@ struct vgpu_region_proc *vgpu_region_slot(void)
     }
     const struct vgpu_config *cfg = vgpu_config_get();
     pid_t pid = getpid();
-    uint64_t start_time = read_start_time(pid);
     /* O(1) in the common case and no shared lock: dead slots are reclaimed lazily (those that
      * hold memory at the first memory report and when an allocation would fail, all of them
      * when the table is full). */
@@ -500,7 +636,13 @@ struct vgpu_region_proc *vgpu_region_slot(void)
         p->pid = pid;
         p->host_pid = 0;
         p->priority = cfg->priority;
-        p->start_time = start_time;
+        /* Liveness is the slot's lock byte; the start time (PID reuse) only serves the fallback
+         * for a failing lock query, and reading /proc/self/stat costs more than the rest of the
+         * registration: it is left unknown (0). */
+        p->start_time = 0;
+        /* a new generation: device-lock tags of a dead previous owner of this slot are stale */
+        uint32_t gen = atomic_fetch_add_explicit(&p->gen, 1, memory_order_acq_rel) + 1;
+        g_tag = make_tag(idx, gen);
         /* visible to scans of [0, proc_high) before it can hold anything */
         raise_proc_high(r, (uint32_t)idx + 1);
         atomic_store_explicit(&p->state, VGPU_SLOT_ACTIVE, memory_order_release);
@@ -592,10 +734,14 @@ static void test_stall(void)
 
 bool vgpu_region_charge(int didx, uint64_t size, bool has_limit, uint64_t limit)
 {
-    if (didx < 0 || didx >= VGPU_MAX_DEVICES || atomic_load(&g_exiting))
+    if (didx < 0 || didx >= VGPU_MAX_DEVICES ||
+        __builtin_expect(atomic_load_explicit(&g_exiting, memory_order_relaxed), 0))
         return false;
-    struct vgpu_region_proc *s = vgpu_region_slot();
-    struct vgpu_region *r = atomic_load(&g_region);
+    struct vgpu_region_proc *s = atomic_load_explicit(&g_slot, memory_order_acquire);
+    if (__builtin_expect(s == NULL, 0))
+        s = vgpu_region_slot();
+    /* g_region is published (release) before g_slot, and never cleared but in a fork child */
+    struct vgpu_region *r = atomic_load_explicit(&g_region, memory_order_acquire);
     if (s == NULL || r == NULL)
         return false;
     struct vgpu_region_device *dev = &r->dev[didx];
@@ -604,9 +750,11 @@ bool vgpu_region_charge(int didx, uint64_t size, bool has_limit, uint64_t limit)
     bool ok = size <= UINT64_MAX - used && (!has_limit || (size <= limit && used <= limit - size));
     if (ok) {
         atomic_store_explicit(&dev->used, used + size, memory_order_relaxed);
-        if (vgpu_config_get()->test_stall_in_lock)
+        if (__builtin_expect(g_test_stall, 0))
             test_stall();
-        atomic_fetch_add_explicit(&s->used[didx], size, memory_order_relaxed);
+        /* under the device lock, like every writer of it: no read-modify-write needed */
+        atomic_store_explicit(&s->used[didx], atomic_load_explicit(&s->used[didx], memory_order_relaxed) + size,
+                              memory_order_relaxed);
         if (used + size > atomic_load_explicit(&dev->peak, memory_order_relaxed))
             atomic_store_explicit(&dev->peak, used + size, memory_order_relaxed);
     }
@@ -618,8 +766,8 @@ void vgpu_region_uncharge(int didx, uint64_t size)
 {
     if (didx < 0 || didx >= VGPU_MAX_DEVICES)
         return;
-    struct vgpu_region_proc *s = atomic_load(&g_slot);
-    struct vgpu_region *r = atomic_load(&g_region);
+    struct vgpu_region_proc *s = atomic_load_explicit(&g_slot, memory_order_acquire);
+    struct vgpu_region *r = atomic_load_explicit(&g_region, memory_order_acquire);
     if (s == NULL || r == NULL)
         return;
     lock_device(r, didx);
@@ -661,6 +809,7 @@ void vgpu_region_atfork_child(void)
     g_private = false;
     g_slot_idx = -1;
     g_slot_pid = 0;
+    g_tag = 0;
     atomic_store(&g_slot, NULL);
     atomic_store(&g_region, NULL);
     atomic_store(&g_exiting, false);

@@ -7,10 +7,11 @@
  *   procs[1024] (192 bytes each)   per process: state, pid, start time, per-device usage
  *
  * Atomicity: the limit check and the charge of a device are one step under that device's
- * process-shared ROBUST mutex (check used + size <= limit, add to the device total, add to the
- * process's slot).  A holder killed with SIGKILL makes the next locker get EOWNERDEAD; it then
- * recomputes the device total as the sum of the slots (exact, because every writer of those
- * counters holds the same lock) and marks the mutex consistent.  Readers (cuMemGetInfo, NVML,
+ * process-shared robust lock (check used + size <= limit, add to the device total, add to the
+ * process's slot).  The lock word names its holder (slot and registration generation); a waiter
+ * that finds the holder dead (its slot's liveness byte is unlocked, see below) takes the lock
+ * over and recomputes the device total as the sum of the slots (exact, because every writer of
+ * those counters holds the same lock).  Readers (cuMemGetInfo, NVML,
  * the exporter) read the totals with plain atomic loads, no lock.
  *
  * Liveness: every process holds an open-file-description (OFD) write lock on one byte of the
@@ -32,14 +33,17 @@
 #include <stdint.h>
 
 #define VGPU_REGION_MAGIC 0x314d485355504756ULL /* "VGPUSHM1" */
-#define VGPU_REGION_VERSION 1u
+/* 2: the device locks are libvgpu's own robust futex locks (see region.c), not glibc robust
+ * mutexes; the byte layout is that of version 1. */
+#define VGPU_REGION_VERSION 2u
 #define VGPU_REGION_MAX_PROCS 1024
 #define VGPU_REGION_HEADER_SIZE 4096
 #define VGPU_REGION_DEVICE_SIZE 256
 #define VGPU_REGION_PROC_SIZE 192
 
 union vgpu_shared_mutex {
-    pthread_mutex_t m;
+    pthread_mutex_t m;     /* the slots lock: a process-shared robust pthread mutex */
+    _Atomic uint32_t word; /* a device lock: owner tag | waiters bit, 0 = free (region.c) */
     char pad[64];
 };
 
@@ -103,9 +107,10 @@ struct vgpu_region_proc {
     int32_t pid;                    /* 4: pid in the owner's namespace */
     int32_t host_pid;               /* 8: 0 when unknown */
     int32_t priority;               /* 12 */
-    uint64_t start_time;            /* 16: /proc/self/stat starttime (clock ticks since boot) */
+    uint64_t start_time;            /* 16: not recorded any more (0): liveness is the slot byte */
     _Atomic uint64_t used[VGPU_MAX_DEVICES]; /* 24: bytes charged by this process per device */
-    uint8_t reserved[40];           /* 152 */
+    _Atomic uint32_t gen;           /* 152: registrations of this slot (device lock owner tags) */
+    uint8_t reserved[36];           /* 156 */
 };
 
 struct vgpu_region {

@@ -150,6 +150,32 @@ int main(void)
     vgpu_region_uncharge(d, 3 * MI);
     CHECK_EQ_U64(vgpu_region_used(d), 0);
 
+    /* a process already asleep on the device lock when its holder is killed takes it over */
+    p = fork();
+    if (p == 0) {
+        ((struct vgpu_config *)vgpu_config_get())->test_stall_in_lock = true;
+        vgpu_region_charge(d, 5 * MI, true, limit);
+        _exit(0);
+    }
+    t0 = now_ms();
+    while (vgpu_region_used(d) != 5 * MI && now_ms() - t0 < 5000)
+        usleep(1000);
+    CHECK_EQ_U64(vgpu_region_used(d), 5 * MI);
+    pid_t waiter = fork();
+    if (waiter == 0) {
+        uint64_t w0 = now_ms();
+        bool ok = vgpu_region_charge(d, MI, true, limit);
+        bool fast = now_ms() - w0 < 5000;
+        exit(ok && fast ? 0 : 1); /* exit (not _exit): its slot is released at exit */
+    }
+    usleep(100 * 1000); /* the waiter is asleep on the lock by now */
+    CHECK_EQ_U64(vgpu_region_used(d), 5 * MI);
+    kill(p, SIGKILL);
+    wait_all(&p, 1);
+    int wst = 0;
+    CHECK(waitpid(waiter, &wst, 0) == waiter && WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    CHECK_EQ_U64(vgpu_region_used(d), 0); /* dead half-charge recomputed away, waiter's released */
+
     unlink(path);
     CHECK_DONE();
 }

@@ -45,7 +45,7 @@ def test_missing_file_is_no_region(tmp_path: Path) -> None:
         (RegionContent(magic=0), r.RegionNotReady),
         (RegionContent([DeviceRecord("")], device_count=1), r.RegionNotReady),
         (RegionContent(magic=0x1234), r.RegionError),
-        (RegionContent(version=2), r.RegionError),
+        (RegionContent(version=r.VERSION + 1), r.RegionError),
     ],
 )
 def test_refuses_unready_or_foreign_regions(tmp_path: Path, content: RegionContent, error: type) -> None:
