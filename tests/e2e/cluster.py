@@ -265,8 +265,10 @@ class Component:
     env: dict[str, str] | None = None
     proc: subprocess.Popen | None = None
     stop_timeout: float = 15.0
+    stopped: bool = False  # stopped on purpose by a test: its exit is not a harness failure
 
     def start(self) -> Component:
+        self.stopped = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"=== {time.strftime('%H:%M:%S')} starting: {' '.join(self.args)}\n".encode())
@@ -289,13 +291,14 @@ class Component:
         return self.proc is not None and self.proc.poll() is None
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.proc is not None and not self.stopped and self.proc.poll() is not None:
             raise HarnessError(
                 f"{self.name} exited with code {self.proc.returncode}; last lines of {self.log_path}:\n"
                 f"{tail(self.log_path, 40)}"
             )
 
     def stop(self) -> None:
+        self.stopped = True
         if self.proc is None or self.proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):

@@ -294,8 +294,19 @@ def test_outage_never_blocks_a_pod(cluster: Cluster, webhook: Webhook, namespace
         cluster.wait_pod_phase("plain", ["Succeeded"], namespace, timeout=120)
     finally:
         webhook.register()
-    # back in service: a claim of ours is judged by the webhook again
-    kube.create(claim_body("after-outage", "1Gi"), namespace)
+    # back in service: a claim of ours is judged by the webhook again (once the API server's view of the
+    # webhook configurations, an informer, has caught up with the re-registration)
+
+    def accepted() -> bool:
+        try:
+            kube.create(claim_body("after-outage", "1Gi"), namespace)
+        except ApiError as err:
+            if "failed calling webhook" in str(err):
+                return False
+            raise
+        return True
+
+    wait_for(accepted, 30, "a claim to be admitted once the webhook is registered again")
 
 
 def test_webhook_log_has_no_tracebacks(webhook: Webhook) -> None:
