@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from .capacity import consumed_capacity_field, format_amount
+from .capacity import consumed_capacity_field, consumption, format_amount
 from .errors import SelectorError
-from .fragmentation import DemandSnapshot, FragmentationScorer, TaskKind
+from .fragmentation import DemandSnapshot, FragmentationScorer, GpuState, TaskKind, cpu_stranded
 from .model import ALLOCATION_MODE_ALL, AllocatedDevice, Claim, Device, parse_claim
-from .nodes import Node, Pod, parse_pod, resource_rejection
+from .nodes import Node, Pod, first_untolerated, parse_pod, resource_rejection, resources_fit
 from .policies import (
     FRAGMENTATION,
     PERFECT_TOPOLOGY,
@@ -23,7 +23,6 @@ from .policies import (
     TOPOLOGY_LEVELS,
     PolicyChoice,
     device_order_key,
-    fragmentation_increase,
     packing_score,
     policy_for,
     topology_groups,
@@ -32,9 +31,9 @@ from .policies import (
 )
 from .search import (
     CLAIM_MARK,
-    EXHAUSTED,
     Candidates,
     NodeSearch,
+    Pick,
     Slot,
     Solution,
     candidates_for,
@@ -46,9 +45,13 @@ from .search import (
 )
 from .state import ClusterState, NodeSummary, task_kinds
 
-FRAGMENTATION_SOLUTIONS_PER_NODE = 8
-# Set-scoring policies compare the first this many feasible nodes, in node-policy order: bounded work per pod.
-MAX_SCORED_NODES = 32  # device sets compared per node by the fragmentation policy
+FRAGMENTATION_SOLUTIONS_PER_NODE = 8  # device sets compared per node by the fragmentation policy
+# Fragmentation growth is compared in steps of 1% of a GPU; within a step the packing tie-break (devices already
+# in use, then the node-policy order) decides. Like FGD's integer scores, this keeps noise-level differences from
+# overriding packing; on the openb trace it places ~1 point more GPU than exact comparison (seed 42: 94.9 vs 93.9).
+FRAGMENTATION_RESOLUTION = 0.01
+# The topology policy compares the first this many feasible nodes, in node-policy order: bounded work per pod.
+MAX_SCORED_NODES = 32
 WHOLE_GPU_PRIOR = DemandSnapshot(((TaskKind(1, 1.0, 0), 1.0),), 0)  # before anything was observed
 _SHARE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_REASONS_IN_MESSAGE = 5
@@ -113,6 +116,32 @@ def allocate_pod(
     return _Allocation(state, pod, parsed, choice, share_ids, clock).run()
 
 
+_OutlinePick = tuple[int, int, int, Mapping[str, int] | None]  # slot, alternative, device position, amounts
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the search finds on a node of one shape, for one request signature and GPU policy.
+
+    Device positions index ``ClusterState.devices_on(node)``: any node of the same shape has the same outcome,
+    with its own devices at those positions.
+    """
+
+    reason: str | None = None  # why no set of devices fits (claim markers stand for the claims' names)
+    solutions: tuple[tuple[_OutlinePick, ...], ...] = ()
+    packing: tuple[float, ...] = ()  # per solution: tie-break, devices already in use preferred
+    idle_before: float = 0.0  # idle GPU on the node, in GPUs (memory shares summed)
+    idle_after: tuple[float, ...] = ()  # the same once each solution is allocated
+    score: tuple = ()  # the best solution's score, for policies whose score depends on the shape only
+    best: int = 0  # index of that solution
+    frag_snapshot: object = None  # the demand snapshot the fragmentation scores below were computed for
+    frag_scores: dict[tuple[int, int], tuple[tuple, int]] | None = None  # cpu levels -> (score, solution)
+
+
+MAX_CACHED_SHAPES = 200_000  # per request signature and policy
+MAX_CACHED_SIGNATURES = 1000
+
+
 class _Allocation:
     def __init__(
         self,
@@ -131,22 +160,32 @@ class _Allocation:
         self.given = [c for c in claims if c.allocation is not None]
         self.pending = [c for c in claims if c.allocation is None]
         self.slots: list[Slot] = slots_of(self.pending)
-        # Whether a node can serve the pending claims depends on nothing else: the key of the refusal cache.
-        # Claims with their own selectors are keyed by name too: selector errors name the claim.
+        # What the search on a node depends on besides the node: the requests (request names too, since
+        # constraints name them). Reasons name claims by marker, so pods asking the same share cached outcomes.
         self.signature = tuple(
-            (
-                s.claim_index,
-                tuple(a.signature for a in s.alternatives),
-                s.claim.constraints,
-                s.claim.key if any(a.selectors for a in s.alternatives) else "",
-            )
+            (s.claim_index, tuple((a.name, a.signature) for a in s.alternatives), s.claim.constraints)
             for s in self.slots
         )
-        self.reasons: dict[str, str] = {}
+        # Node name -> why not: a string (claim markers still in it) or a deferred (function, *args) rendered
+        # only if the pod turns out unplaceable, so that scanning many full nodes builds no messages.
+        self.reasons: dict[str, str | tuple] = {}
         # Topology only matters when a pod takes several devices; otherwise it packs like binpack.
         self.greedy = not choice.scores_device_sets or (choice.gpu == TOPOLOGY and not self._needs_several_devices())
+        self.fragmentation = choice.gpu == FRAGMENTATION
         self._scorer: FragmentationScorer | None = None
-        self._seen_shapes: set[tuple] = set()  # node shapes already scored for this pod
+        self._alternative_index = {
+            id(alternative): (slot_index, alt_index)
+            for slot_index, slot in enumerate(self.slots)
+            for alt_index, alternative in enumerate(slot.alternatives)
+        }
+        if len(state.static_shapes) > MAX_CACHED_SIGNATURES:  # e.g. many claims with their own selectors
+            state.static_shapes.clear()
+            state.outcomes.clear()
+        self._static_ids = state.static_shapes.setdefault(self.signature, {})
+        outcomes_key = (self.signature, choice.gpu, self.greedy)
+        self._outcomes = state.outcomes.get(outcomes_key)
+        if self._outcomes is None or len(self._outcomes) > MAX_CACHED_SHAPES:
+            self._outcomes = state.outcomes[outcomes_key] = {}
 
     # ------------------------------------------------------------------------------------ driver
 
@@ -154,34 +193,33 @@ class _Allocation:
         problem = self._check_claims()
         if problem:
             return Unplaceable(self.pod, {}, problem)
-        best: tuple[Node, Solution, tuple] | None = None
+        best: tuple[tuple, Node, _Outcome, int] | None = None
         feasible = 0
         for node in self._candidate_nodes():
-            outcome = self._solve(node)
-            if outcome is None:
-                feasible += 1  # same shape as a node scored earlier: it would score the same and lose the tie
+            outcome = self._outcome(node)
+            if outcome.reason is not None:
+                self.reasons[node.name] = outcome.reason
+                continue
+            feasible += 1
+            if self.greedy:
+                best = ((), node, outcome, 0)
+                break  # nodes come in policy order: the first that fits is the choice
+            if self.fragmentation:
+                score, index = self._fragmentation_node_score(node, outcome)
+            else:
+                score, index = outcome.score, outcome.best
+            if best is None or score > best[0]:
+                best = (score, node, outcome, index)
+            if self.choice.gpu == TOPOLOGY:
+                if score[: len(PERFECT_TOPOLOGY)] == PERFECT_TOPOLOGY:
+                    break  # nothing can beat a fully aligned set on an earlier node
                 if feasible >= MAX_SCORED_NODES:
                     break
-                continue
-            if isinstance(outcome, str):
-                self.reasons[node.name] = self._render(outcome)
-                if outcome != EXHAUSTED:
-                    self._remember_refusal(node.name, outcome)
-                continue
-            solution, score = outcome
-            feasible += 1
-            if best is None or score > best[2]:
-                best = (node, solution, score)
-            if self.greedy:
-                break  # nodes come in policy order: the first that fits is the choice
-            if self.choice.gpu == TOPOLOGY and score[: len(PERFECT_TOPOLOGY)] == PERFECT_TOPOLOGY:
-                break  # nothing can beat a fully aligned set on an earlier node
-            if feasible >= MAX_SCORED_NODES:
-                break
+            # The fragmentation policy scores every feasible node, as FGD does: caching keeps that cheap.
         if best is None:
             return self._unplaceable()
-        node, solution, _ = best
-        return self._placement(node, solution)
+        _, node, outcome, index = best
+        return self._placement(node, self._materialise(node, outcome.solutions[index]))
 
     def _check_claims(self) -> str | None:
         """Pod-wide problems: unknown classes and selectors that do not compile."""
@@ -199,45 +237,43 @@ class _Allocation:
         return None
 
     def _candidate_nodes(self) -> Iterator[Node]:
-        """Nodes in node-policy order that pass the scheduler's own filters and the cheap capacity bounds.
+        """Nodes in node-policy order that pass the scheduler's own filters (pods, cpu, memory, bound claims).
 
         Lazy: a greedy policy stops at the first node that fits, so later nodes are never checked.
         """
         state = self.state
-        if self.pod.node_name:
-            names = [self.pod.node_name]  # bound already: only its claims are left to check
+        pod = self.pod
+        reasons = self.reasons
+        if pod.node_name:
+            names = [pod.node_name]  # bound already: only its claims are left to check
         else:
-            names, static_reasons = state.static_filter(self.pod)
-            self.reasons.update(static_reasons)
+            names, static_reasons = state.static_filter(pod)
+            reasons.update(static_reasons)
+        nodes = state.nodes
         for name in state.in_policy_order(self.choice.node, names):
-            node = state.nodes.get(name)
+            node = nodes.get(name)
             if node is None:
-                self.reasons[name] = "node not found"
+                reasons[name] = "node not found"
                 continue
-            reason = None if self.pod.node_name else resource_rejection(node, state.load(name), self.pod)
-            if reason is None and self.given:
+            if not pod.node_name:
+                load = state.load(name)
+                if not resources_fit(node, load, pod):
+                    reasons[name] = (resource_rejection, node, load, pod)
+                    continue
+            if self.given:
                 reason = self._given_claims_exclude(node)
-            if reason is None:
-                refused = state.refusals.get((name, self.signature))
-                if refused is not None and refused[0] == state.node_version(name):
-                    reason = refused[1]
-                else:
-                    reason = self._cannot_possibly_fit(state.summary(node))
-                    if reason is not None:
-                        self._remember_refusal(name, reason)
-            if reason is not None:
-                self.reasons[name] = self._render(reason)
-                continue
+                if reason is not None:
+                    reasons[name] = reason
+                    continue
             yield node
 
-    def _render(self, reason: str) -> str:
-        """Put this pod's claim names into a reason (cached reasons are shared by pods asking the same)."""
+    def _render(self, reason: str | tuple) -> str:
+        """The text of a reason, with this pod's claim names (cached reasons are shared by pods asking the same)."""
+        if isinstance(reason, tuple):
+            reason = reason[0](*reason[1:]) or ""
         if CLAIM_MARK not in reason:
             return reason
         return _CLAIM_MARKER.sub(lambda m: self.pending[int(m.group(1))].key, reason)
-
-    def _remember_refusal(self, node_name: str, reason: str) -> None:
-        self.state.refusals[(node_name, self.signature)] = (self.state.node_version(node_name), reason)
 
     def _given_claims_exclude(self, node: Node) -> str | None:
         for claim in self.given:
@@ -278,59 +314,142 @@ class _Allocation:
 
     # --------------------------------------------------------------------------------- per node
 
-    def _solve(self, node: Node) -> tuple[Solution, tuple] | str | None:
+    def _outcome(self, node: Node) -> _Outcome:
+        """The search's result on ``node``, shared by every node of the same shape (same static devices as far
+        as these requests can tell, used alike). A pod without claims gets one empty set on every node; its
+        shape still matters to the fragmentation score, which depends on the node's GPUs."""
+        static_id = self._static_ids.get(node.name)
+        if static_id is None:
+            static_id = self._static_ids[node.name] = self._static_shape(node)
+        shape = (static_id, self.state.node_usage_id(node))
+        outcome = self._outcomes.get(shape)
+        if outcome is None:
+            outcome = self._outcomes[shape] = self._search(node)
+        return outcome
+
+    def _static_shape(self, node: Node) -> int:
+        """An id equal for nodes whose devices (in ``devices_on`` order) these requests cannot tell apart.
+
+        Per device: its name, capacities, sharing, listing rank and topology attributes, and for each
+        alternative whether its selectors, taints and capacity rules admit the device and what one allocation
+        of it would consume.
+        """
+        state = self.state
+        devices = state.devices_on(node)
+        fingerprint: list[tuple] = [tuple(sorted(range(len(devices)), key=lambda i: devices[i].order))]
+        for device in devices:
+            entry: list[object] = [
+                device.name,
+                tuple(sorted((k, c.value, c.policy) for k, c in device.capacity.items())),
+                device.allow_multiple_allocations,
+                tuple(topology_value(device, level) for level in TOPOLOGY_LEVELS),
+            ]
+            for slot in self.slots:
+                for alternative in slot.alternatives:
+                    entry.append(self._static_admission(slot, alternative, device))
+            fingerprint.append(tuple(entry))
+        key = tuple(fingerprint)
+        shape_id = state.shape_ids.get(key)
+        if shape_id is None:
+            shape_id = state.shape_ids[key] = len(state.shape_ids)
+        return shape_id
+
+    def _static_admission(self, slot: Slot, alternative: Any, device: Device) -> object:
+        device_class = self.state.classes.get(alternative.class_name)
+        if device_class is None:
+            return "no class"
+        for expression, where in selector_sites(slot.claim, alternative, device_class, _claim_label(slot)):
+            try:
+                if not self.state.selectors.matches(expression, device, where):
+                    return False
+            except SelectorError as err:
+                return str(err)
+        taint = first_untolerated(device.taints, alternative.tolerations)
+        if taint is not None:
+            return str(taint)
+        amounts, reason = consumption(device, alternative.capacity_requests)
+        return reason if reason else tuple(sorted(amounts.items())) if amounts else ()
+
+    def _search(self, node: Node) -> _Outcome:
+        reason = self._cannot_possibly_fit(self.state.summary(node))
+        if reason is not None:
+            return _Outcome(reason=reason)
+        found = self._solve(node)
+        if isinstance(found, str):
+            return _Outcome(reason=found)
         devices = self.state.devices_on(node)
-        if not self.slots:
-            return (), ()
+        position = {d.key: i for i, d in enumerate(devices)}
+        kept: list[Solution] = []
+        seen: set[tuple] = set()
+        for solution in found:
+            if not self.greedy:
+                # Devices used alike, given the same amounts, make the same set: score it once.
+                effect = tuple(
+                    (self.state.gpu_state(p.device), self.state.utilisation(p.device), _frozen(p.amounts))
+                    for p in solution
+                )
+                if self.choice.gpu == TOPOLOGY:
+                    effect += (topology_score(solution),)
+                if effect in seen:
+                    continue
+                seen.add(effect)
+            kept.append(solution)
+        where = self._alternative_index
+        outlines = tuple(
+            tuple((*where[id(p.request)], position[p.device.key], p.amounts) for p in solution) for solution in kept
+        )
+        outcome = _Outcome(
+            solutions=outlines,
+            packing=tuple(round(packing_score(self.state, solution), 9) for solution in kept),
+        )
+        if self.fragmentation:
+            idle = [_idle_share(self.state.gpu_state(d)) for d in devices]
+            outcome.idle_before = sum(idle)
+            outcome.idle_after = tuple(
+                outcome.idle_before
+                - sum(idle[i] - _idle_share(gpu) for i, gpu in _states_after(self.state, devices, o).items())
+                for o in outlines
+            )
+        if self.choice.gpu == TOPOLOGY and not self.greedy:
+            scored = [((*topology_score(sol), outcome.packing[i]), i) for i, sol in enumerate(kept)]
+            outcome.score, outcome.best = max(scored, key=lambda item: (item[0], -item[1]))
+        return outcome
+
+    def _solve(self, node: Node) -> list[Solution] | str:
+        """Candidate device sets on ``node`` in GPU-policy order (one for greedy policies), or why there is none."""
+        devices = self.state.devices_on(node)
         ordered = sorted(devices, key=lambda d: device_order_key(self.choice.gpu, d, self.state.utilisation(d)))
         candidates: dict[tuple[int, int], Candidates] = {}
         for slot_index, slot in enumerate(self.slots):
             for alt_index, alternative in enumerate(slot.alternatives):
                 candidates[(slot_index, alt_index)] = candidates_for(
-                    self.state, slot.claim, alternative, ordered, self.state.selectors
+                    self.state, slot.claim, alternative, ordered, self.state.selectors, _claim_label(slot)
                 )
         for slot_index, slot in enumerate(self.slots):
             if not any(enough(alt, candidates[(slot_index, a)]) for a, alt in enumerate(slot.alternatives)):
                 return explain(self.slots, candidates, exhausted=False)
-
-        if not self.greedy:
-            shape = self._shape(ordered, candidates)
-            if shape in self._seen_shapes:
-                return None
-            self._seen_shapes.add(shape)
-
         restrictions: list[Callable[[Device], bool] | None] = [None]
         if self.choice.gpu == TOPOLOGY and self._needs_several_devices():
             restrictions = [lambda d, g=group: d.key in g for group in topology_groups(devices)] + [None]
-        per_search = FRAGMENTATION_SOLUTIONS_PER_NODE if self.choice.gpu == FRAGMENTATION else 1
+        per_search = 1 if self.greedy else FRAGMENTATION_SOLUTIONS_PER_NODE if self.fragmentation else 1
         solutions: list[Solution] = []
         exhausted = False
         for allowed in restrictions:
             search = NodeSearch(self.state, self.slots, candidates, allowed)
             solutions.extend(islice(search.solutions(), per_search))
             exhausted |= search.exhausted
+            if self.greedy and solutions:
+                break
         if not solutions:
             return explain(self.slots, candidates, exhausted)
-        if self.greedy:
-            return solutions[0], ()
-        before = None
-        if self.choice.gpu == FRAGMENTATION:
-            scorer = self._fragmentation_scorer()
-            before = [scorer.profile(self.state.gpu_state(d)) for d in devices]
-        scored = [(self._score(devices, s, before), i, s) for i, s in enumerate(solutions)]
-        best = max(scored, key=lambda item: (item[0], -item[1]))
-        return best[2], best[0]
+        return solutions
 
-    def _shape(self, ordered: Sequence[Device], candidates: Mapping[tuple[int, int], Candidates]) -> tuple:
-        """What a set-scoring policy's result on a node depends on: device states, eligibility and topology."""
-        usable = [{d.key for d, _ in c.usable} for c in candidates.values()]
-        shape = []
-        for device in ordered:
-            entry: tuple = (self.state.gpu_state(device), tuple(device.key in u for u in usable))
-            if self.choice.gpu == TOPOLOGY:
-                entry += tuple(topology_value(device, level) for level in TOPOLOGY_LEVELS)
-            shape.append(entry)
-        return tuple(shape)
+    def _materialise(self, node: Node, outline: tuple) -> Solution:
+        devices = self.state.devices_on(node)
+        return tuple(
+            Pick(self.slots[slot].claim_index, self.slots[slot].alternatives[alt], devices[position], amounts)
+            for slot, alt, position, amounts in outline
+        )
 
     def _needs_several_devices(self) -> bool:
         total = 0
@@ -339,12 +458,59 @@ class _Allocation:
             total += 2 if first.allocation_mode == ALLOCATION_MODE_ALL else first.count
         return total > 1
 
-    def _score(self, devices: Sequence[Device], solution: Solution, before: list | None) -> tuple:
-        packing = round(packing_score(self.state, solution), 9)
-        if self.choice.gpu == TOPOLOGY:
-            return (*topology_score(solution), packing)
-        increase = fragmentation_increase(self.state, self._fragmentation_scorer(), devices, solution, before)
-        return (-round(increase, 9), packing)
+    def _fragmentation_node_score(self, node: Node, outcome: _Outcome) -> tuple[tuple, int]:
+        """(score, solution index) of the best set on ``node``: the least growth of fragmentation plus CPU
+        stranding, then the packing tie-break; each term is counted in steps of FRAGMENTATION_RESOLUTION.
+
+        Called for every feasible node of the cluster: kept to a few lookups when the shape was scored before.
+        """
+        scorer = self._scorer or self._fragmentation_scorer()
+        cpu_free = self.state.cpu_free(node)
+        if cpu_free is None:
+            score, index = self._fragmentation_score(node, outcome, None, None)
+            return score, index
+        cpu_after = cpu_free - self.pod.milli_cpu
+        score, index = self._fragmentation_score(node, outcome, cpu_free, cpu_after)
+        per_gpu = scorer.cpu_per_gpu
+        if per_gpu <= 0:
+            return score, index
+        growth = cpu_stranded(outcome.idle_after[index], cpu_after, per_gpu)
+        growth -= cpu_stranded(outcome.idle_before, cpu_free, per_gpu)
+        if not growth:
+            return score, index
+        return (score[0] - round(growth / FRAGMENTATION_RESOLUTION), *score[1:]), index
+
+    def _fragmentation_score(
+        self, node: Node, outcome: _Outcome, cpu_free: int | None, cpu_after: int | None
+    ) -> tuple[tuple, int]:
+        """(score, solution index) of the best set on ``node`` by the growth of the node's fragmentation
+        (FGD's gradient, counting the pod's CPU), then the packing tie-break. Cached per shape and CPU levels."""
+        scorer = self._scorer or self._fragmentation_scorer()
+        levels = (scorer.cpu_level(cpu_free), scorer.cpu_level(cpu_after))
+        scores = outcome.frag_scores
+        if scores is None or outcome.frag_snapshot is not scorer.snapshot:
+            outcome.frag_snapshot, outcome.frag_scores = scorer.snapshot, {}
+            scores = outcome.frag_scores
+        else:
+            cached = scores.get(levels)
+            if cached is not None:
+                return cached
+        state = self.state
+        devices = state.devices_on(node)
+        before = [scorer.profile(state.gpu_state(d)) for d in devices]
+        base = scorer.fragmentation_of(before, levels[0])
+        best: tuple[tuple, int] | None = None
+        for index, outline in enumerate(outcome.solutions):
+            after = list(before)
+            for position, gpu in _states_after(state, devices, outline).items():
+                after[position] = scorer.profile(gpu)
+            increase = scorer.fragmentation_of(after, levels[1]) - base
+            score = (-round(increase / FRAGMENTATION_RESOLUTION), outcome.packing[index])
+            if best is None or score > best[0]:
+                best = (score, index)
+        assert best is not None
+        scores[levels] = best
+        return best
 
     def _fragmentation_scorer(self) -> FragmentationScorer:
         if self._scorer is None:
@@ -356,12 +522,13 @@ class _Allocation:
 
     def _unplaceable(self) -> Unplaceable:
         total = len(self.state.node_names) if not self.pod.node_name else 1
-        shown = [f"{name}: {why}" for name, why in sorted(self.reasons.items())[:MAX_REASONS_IN_MESSAGE]]
-        more = len(self.reasons) - len(shown)
+        reasons = {name: self._render(why) for name, why in self.reasons.items()}
+        shown = [f"{name}: {why}" for name, why in sorted(reasons.items())[:MAX_REASONS_IN_MESSAGE]]
+        more = len(reasons) - len(shown)
         message = f"0/{total} nodes can take pod {self.pod.key}: " + "; ".join(shown)
         if more > 0:
             message += f"; and {more} more nodes"
-        return Unplaceable(self.pod, dict(self.reasons), message)
+        return Unplaceable(self.pod, reasons, message)
 
     def _placement(self, node: Node, solution: Solution) -> Placement:
         timestamp = _rfc3339(self.clock())
@@ -408,7 +575,10 @@ class _Allocation:
                 },
                 "allocationTimestamp": timestamp,
             }
-            kinds = task_kinds((p.request.name, p.device, p.amounts) for p in picks if not p.request.admin_access)
+            counted = [(p.request.name, p.device, p.amounts) for p in picks if not p.request.admin_access]
+            # The pod's CPU goes with its first claim that takes devices: a pod is one task.
+            cpu = self.pod.milli_cpu if counted and not any(c.task_kinds for c in placements) else 0
+            kinds = task_kinds(counted, cpu)
             placements.append(ClaimPlacement(claim.key, claim.uid, allocation, tuple(accounted), tuple(kinds)))
         return Placement(self.pod, node.name, self.choice, tuple(placements))
 
@@ -438,6 +608,35 @@ class _Allocation:
             item.update(copy.deepcopy(dict(entry.configuration)))
             config.append(item)
         return config
+
+
+def _states_after(state: ClusterState, devices: Sequence[Device], outline: tuple) -> dict[int, GpuState]:
+    """Device position -> its state once ``outline`` is allocated, for the devices it touches."""
+    added: dict[int, dict[str, int]] = {}
+    dedicated: set[int] = set()
+    for _, _, position, amounts in outline:
+        if amounts is None:
+            dedicated.add(position)
+        else:
+            acc = added.setdefault(position, {})
+            for key, value in amounts.items():
+                acc[key] = acc.get(key, 0) + value
+    return {
+        position: state.gpu_state(devices[position], added.get(position), position in dedicated)
+        for position in added.keys() | dedicated
+    }
+
+
+def _idle_share(gpu: GpuState) -> float:
+    return gpu.memory_free / gpu.memory_total if gpu.memory_total > 0 else 0.0
+
+
+def _claim_label(slot: Slot) -> str:
+    return f"ResourceClaim {claim_marker(slot.claim_index)}"
+
+
+def _frozen(amounts: Mapping[str, int] | None) -> tuple | None:
+    return None if amounts is None else tuple(sorted(amounts.items()))
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -300,6 +300,15 @@ def static_rejection(node: Node, pod: Pod) -> str | None:
     return None
 
 
+def resources_fit(node: Node, load: NodeLoad, pod: Pod) -> bool:
+    """``resource_rejection(...) is None`` without building a message (the hot path of a scan over nodes)."""
+    return (
+        (node.allocatable_pods is None or load.pods + 1 <= node.allocatable_pods)
+        and (node.allocatable_milli_cpu is None or load.milli_cpu + pod.milli_cpu <= node.allocatable_milli_cpu)
+        and (node.allocatable_memory is None or load.memory + pod.memory <= node.allocatable_memory)
+    )
+
+
 def resource_rejection(node: Node, load: NodeLoad, pod: Pod) -> str | None:
     """Allocatable pods, cpu and memory minus what the pods already bound there request."""
     if node.allocatable_pods is not None and load.pods + 1 > node.allocatable_pods:

@@ -61,14 +61,19 @@ def slots_of(claims: Sequence[Claim]) -> list[Slot]:
     return [Slot(i, claim, request.alternatives) for i, claim in enumerate(claims) for request in claim.requests]
 
 
-def selector_sites(claim: Claim, alternative: ExactRequest, device_class: DeviceClass) -> list[tuple[str, str]]:
-    """(expression, where) of every selector an alternative must satisfy: the class's, then its own."""
+def selector_sites(
+    claim: Claim, alternative: ExactRequest, device_class: DeviceClass, label: str | None = None
+) -> list[tuple[str, str]]:
+    """(expression, where) of every selector an alternative must satisfy: the class's, then its own.
+
+    ``label`` names the claim in ``where`` instead of its own label (a claim marker, for reasons shared by pods).
+    """
     sites = [
         (expr, f"DeviceClass {device_class.name}: spec.selectors[{i}].cel.expression")
         for i, expr in enumerate(device_class.selectors)
     ]
     sites += [
-        (expr, f"{claim.label}: {alternative.path}.selectors[{i}].cel.expression")
+        (expr, f"{label or claim.label}: {alternative.path}.selectors[{i}].cel.expression")
         for i, expr in enumerate(alternative.selectors)
     ]
     return sites
@@ -84,14 +89,18 @@ def candidates_for(
     alternative: ExactRequest,
     devices: Sequence[Device],
     selectors: SelectorCache,
+    label: str | None = None,
 ) -> Candidates:
-    """Filter ``devices`` (already in policy order) by selectors, taints and static capacity, against current usage."""
+    """Filter ``devices`` (already in policy order) by selectors, taints and static capacity, against current usage.
+
+    ``label``: how selector errors name the claim (see ``selector_sites``).
+    """
     out = Candidates()
     device_class = state.classes.get(alternative.class_name)
     if device_class is None:
         out.rejected.append(f"DeviceClass {alternative.class_name} not found")
         return out
-    sites = selector_sites(claim, alternative, device_class)
+    sites = selector_sites(claim, alternative, device_class, label)
     all_mode = alternative.allocation_mode == ALLOCATION_MODE_ALL
     for device in devices:
         reason = None

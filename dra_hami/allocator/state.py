@@ -8,6 +8,7 @@ device exclusively, adminAccess results are not counted.
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -94,12 +95,25 @@ class ClusterState:
         self._scorer: FragmentationScorer | None = None
         self._utilisation: dict[DeviceKey, float] = {}
         self._gpu_states: dict[DeviceKey, GpuState] = {}
-        self._order_keys: dict[str, dict[str, tuple]] = {}  # node policy -> node -> sort key
+        # Node policy -> nodes sorted by their order key (each key ends with the node name), kept sorted
+        # incrementally: a commit re-positions only the nodes it touched (marked dirty) instead of re-sorting all.
+        self._order_keys: dict[str, dict[str, tuple]] = {}  # node policy -> node -> its key in the sorted list
+        self._ordered: dict[str, list[tuple]] = {}
+        self._order_dirty: dict[str, set[str]] = {}
+        self._usage_ids: dict[str, int] = {}  # node -> interned usage fingerprint of the devices visible from it
+        self._usage_interned: dict[tuple, int] = {}
+        self._usage_issued = 0
+        # Caches of allocate.py shared across pods, valid for this state's devices (which never change):
+        # request signature -> node -> static shape id; static fingerprint -> id; per request signature and
+        # policy: (static shape id, usage id) -> what the search found on such a node.
+        self.static_shapes: dict[tuple, dict[str, int]] = {}
+        self.shape_ids: dict[tuple, int] = {}
+        self.outcomes: dict[tuple, dict[tuple[int, int], Any]] = {}
         self._node_versions: dict[str, int] = {}
         self._global_version = 0  # bumped when a device outside any one node changes
         self._static_filters: dict[tuple, tuple[list[str], dict[str, str]]] = {}
-        # (node, what the pod asks for) -> (node version, why it cannot fit): nodes that did not change since
-        # they last refused the same request are not searched again.
+        # Kept for callers of the earlier per-node refusal cache; the allocator now caches outcomes per node
+        # shape (``outcomes``), which covers unchanged nodes and also nodes used alike.
         self.refusals: dict[tuple[str, tuple], tuple[tuple[int, int], str]] = {}
         for claim in claims:
             self.record_claim(claim)
@@ -183,19 +197,75 @@ class ClusterState:
         return count
 
     def in_policy_order(self, policy: str, names: list[str]) -> list[str]:
-        """``names`` sorted by the node-level policy; sort keys are cached until a node's usage changes."""
+        """``names`` sorted by the node-level policy (then by name).
+
+        The full order is kept sorted across calls; only nodes whose usage changed since are re-positioned.
+        """
+        ordered = self._sorted_nodes(policy)
+        if len(names) == len(ordered) and (names is self.node_names or names == self.node_names):
+            return [key[-1] for key in ordered]
+        wanted = set(names)
+        if not wanted <= self.nodes.keys():  # unknown names: sort them in, as if their GPUs were idle
+            return sorted(names, key=lambda n: self._order_key(policy, n))
+        return [key[-1] for key in ordered if key[-1] in wanted]
+
+    def _order_key(self, policy: str, name: str) -> tuple:
+        node = self.nodes.get(name)
+        utilisation = self.summary(node).utilisation if node is not None else 0.0
+        return node_order_key(policy, name, utilisation)
+
+    def _sorted_nodes(self, policy: str) -> list[tuple]:
+        ordered = self._ordered.get(policy)
         keys = self._order_keys.setdefault(policy, {})
-        nodes = self.nodes
+        if ordered is None:
+            for name in self.node_names:
+                keys[name] = self._order_key(policy, name)
+            ordered = self._ordered[policy] = sorted(keys.values())
+            self._order_dirty[policy] = set()
+            return ordered
+        dirty = self._order_dirty[policy]
+        if len(dirty) > len(ordered) // 4:  # many changed (a shared device changed): sorting afresh is cheaper
+            for name in dirty:
+                keys[name] = self._order_key(policy, name)
+            ordered[:] = sorted(keys.values())
+        else:
+            for name in dirty:
+                old = keys[name]
+                new = self._order_key(policy, name)
+                if new != old:
+                    del ordered[bisect_left(ordered, old)]
+                    insort(ordered, new)
+                    keys[name] = new
+        dirty.clear()
+        return ordered
 
-        def key(name: str) -> tuple:
-            cached = keys.get(name)
+    def node_usage_id(self, node: Node) -> int:
+        """Equal for two nodes (or one node at two times) exactly when the devices visible from them, in
+        ``devices_on`` order, are used alike: same exclusive holds, shares and consumed capacity."""
+        cached = self._usage_ids.get(node.name)
+        if cached is None:
+            usage = self._usage
+            fingerprint = []
+            for device in self.devices_on(node):
+                u = usage.get(device.key)
+                idle = u is None or (not u.exclusive and not u.shares and not u.consumed)
+                fingerprint.append(None if idle else (u.exclusive, u.shares, tuple(sorted(u.consumed.items()))))
+            key = tuple(fingerprint)
+            cached = self._usage_interned.get(key)
             if cached is None:
-                node = nodes.get(name)
-                utilisation = self.summary(node).utilisation if node is not None else 0.0
-                cached = keys[name] = node_order_key(policy, name, utilisation)
-            return cached
+                if len(self._usage_interned) > 1_000_000:
+                    self._usage_interned.clear()  # ids stay unique: they count on from the total ever issued
+                cached = self._usage_interned[key] = self._usage_issued
+                self._usage_issued += 1
+            self._usage_ids[node.name] = cached
+        return cached
 
-        return sorted(names, key=key)
+    def cpu_free(self, node: Node) -> int | None:
+        """Millicores not requested by the pods bound to ``node``; None when the node reports no allocatable CPU."""
+        if node.allocatable_milli_cpu is None:
+            return None
+        load = self._loads.get(node.name)
+        return node.allocatable_milli_cpu - (load.milli_cpu if load is not None else 0)
 
     def static_filter(self, pod: Pod) -> tuple[list[str], dict[str, str]]:
         """Nodes passing the pod-spec-only checks, and why the others fail; cached per pod shape."""
@@ -361,19 +431,23 @@ class ClusterState:
             return
         if device.node_name:
             self._summaries.pop(device.node_name, None)
-            for keys in self._order_keys.values():
-                keys.pop(device.node_name, None)
+            self._usage_ids.pop(device.node_name, None)
+            for dirty in self._order_dirty.values():
+                dirty.add(device.node_name)
             self._node_versions[device.node_name] = self._node_versions.get(device.node_name, 0) + 1
         else:
             self._summaries.clear()  # a shared device may be visible from any node
-            self._order_keys.clear()
+            self._usage_ids.clear()
+            for dirty in self._order_dirty.values():
+                dirty.update(self.node_names)
             self._global_version += 1
-        if len(self.refusals) > 500_000:
-            self.refusals.clear()
 
 
-def task_kinds(results: Iterable[tuple[str, Device, Mapping[str, int] | None]]) -> list[TaskKind]:
-    """One task kind per request: GPUs it took, and the largest memory share / cores it took of one of them."""
+def task_kinds(results: Iterable[tuple[str, Device, Mapping[str, int] | None]], cpu_milli: int = 0) -> list[TaskKind]:
+    """One task kind per request: GPUs it took, and the largest memory share / cores it took of one of them.
+
+    The pod's CPU (``cpu_milli``) is counted with its first request only, so that a pod is counted once.
+    """
     by_request: dict[str, list[tuple[Device, Mapping[str, int] | None]]] = {}
     for request, device, amounts in results:
         by_request.setdefault(request, []).append((device, amounts))
@@ -389,5 +463,5 @@ def task_kinds(results: Iterable[tuple[str, Device, Mapping[str, int] | None]]) 
                     share = max(share, amounts.get(key, 0) / cap.value)
                 elif base_name(key) == "cores":
                     cores = max(cores, amounts.get(key, 0))
-        kinds.append(TaskKind.bucketed(len(taken), share or 1.0, cores))
+        kinds.append(TaskKind.bucketed(len(taken), share or 1.0, cores, 0 if kinds else cpu_milli))
     return kinds
