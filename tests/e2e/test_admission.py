@@ -8,12 +8,14 @@ their matchConditions CEL), pointed at that address. They are removed again afte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from cluster import DRIVER, REPO_ROOT, ApiError, Cluster, Component, HamiPlugin, free_port, load_manifests, wait_for
@@ -33,7 +35,7 @@ NO_POLICY = {"dra-hami.project-hami.io/policy-mode": "disabled"}
 
 
 class Webhook:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, policy_mode: bool = True) -> None:
         self.cluster = cluster
         self.port = free_port()
         self.pair = cluster.pki.issue(
@@ -46,7 +48,8 @@ class Webhook:
                 sys.executable, "-m", "dra_hami", "webhook",
                 "--tls-cert-file", str(self.pair.cert), "--tls-key-file", str(self.pair.key),
                 "--bind-address", f"127.0.0.1:{self.port}", "--metrics-bind-address", "127.0.0.1:0",
-                "--kubeconfig", str(cluster.admin_kubeconfig), "--policy-mode", "--quota-resync", "5",
+                "--kubeconfig", str(cluster.admin_kubeconfig), "--quota-resync", "5",
+                *(["--policy-mode"] if policy_mode else []),
                 "--log-level", "debug",
             ],
             cluster.logs / "dra-hami-webhook.log",
@@ -84,6 +87,19 @@ class Webhook:
         for plural, obj in self.configurations():
             self.cluster.kube.delete(f"{ADMISSION}/{plural}/{obj['metadata']['name']}")
 
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[Webhook]:
+        """Runs the webhook and registers it with the API server for the duration of the block."""
+        self.cluster.components[self.component.name] = self.component
+        self.component.start()
+        try:
+            wait_for(self.healthy, 60, "dra-hami webhook /healthz over HTTPS", details=lambda: self.component.tail(30))
+            self.register()
+            yield self
+        finally:
+            self.unregister()
+            self.component.stop()
+
 
 @pytest.fixture(scope="module")
 def gpuquota_crd(cluster: Cluster) -> None:
@@ -102,16 +118,8 @@ def gpuquota_crd(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="module")
 def webhook(cluster: Cluster, hami_plugin: HamiPlugin, device_class: dict, gpuquota_crd: None):
-    hook = Webhook(cluster)
-    cluster.components[hook.component.name] = hook.component
-    hook.component.start()
-    try:
-        wait_for(hook.healthy, 60, "dra-hami webhook /healthz over HTTPS", details=lambda: hook.component.tail(30))
-        hook.register()
+    with Webhook(cluster).serving() as hook:
         yield hook
-    finally:
-        hook.unregister()
-        hook.component.stop()
 
 
 def labelled_namespace(cluster: Cluster, namespace: str, labels: dict[str, str]) -> None:

@@ -49,18 +49,8 @@ def gpus(cluster: Cluster, hami_plugin: HamiPlugin, device_class: dict) -> Gpus:
 def legacy_webhook(cluster: Cluster, hami_plugin: HamiPlugin, device_class: dict):
     """test_admission's webhook (quota and legacy translation), without policy mode: the examples assume none."""
     establish_crd(cluster, "gpuquota.yaml", f"{QUOTA_API}/gpuquotas")
-    hook = Webhook(cluster)
-    hook.component.args.remove("--policy-mode")
-    cluster.components[hook.component.name] = hook.component
-    hook.component.start()
-    try:
-        wait_for(hook.healthy, 60, "dra-hami webhook /healthz over HTTPS", details=lambda: hook.component.tail(30))
-        hook.register()
+    with Webhook(cluster, policy_mode=False).serving() as hook:
         yield hook
-    finally:
-        hook.unregister()
-        cluster.components.pop(hook.component.name, None)  # stopped on purpose: not a harness failure
-        hook.component.stop()
 
 
 # ----------------------------------------------------------------------------------------------- helpers
