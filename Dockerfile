@@ -27,7 +27,9 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY dra_hami/ dra_hami/
 COPY cdi/ cdi/
-RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+# The wheel carries libvgpu.so too (`dra-hami install-libvgpu --dest DIR` copies it out).
+COPY --from=libvgpu /out/libvgpu.so /out/libvgpu.so
+RUN DRA_HAMI_LIBVGPU=/out/libvgpu.so python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- runtime ------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -1,6 +1,9 @@
-"""Build hook: compile the kubelet gRPC protos before the package files are collected."""
+"""Build hooks: compile the kubelet gRPC protos before the package files are collected, and put a built libvgpu.so
+into the package when DRA_HAMI_LIBVGPU names one (the image build does; `dra-hami install-libvgpu` copies it out)."""
 
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -21,6 +24,15 @@ class BuildPyWithProtos(build_py):
         # Into the source tree, so editable installs see the stubs; regular builds then copy them.
         _codegen().generate(ROOT, ROOT)
         super().run()
+        library = os.environ.get("DRA_HAMI_LIBVGPU")
+        target = Path(self.build_lib) / "dra_hami" / "lib" / "libvgpu.so"
+        if not library:
+            target.unlink(missing_ok=True)  # build/lib is reused: never ship a library left by an earlier build
+            return
+        if not Path(library).is_file():
+            raise SystemExit(f"DRA_HAMI_LIBVGPU={library}: no such file (build it with: make -C libvgpu)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(library, target)
 
 
 setup(cmdclass={"build_py": BuildPyWithProtos})

@@ -355,15 +355,35 @@ def simulate(nodes_file, pods_file, policy, seeds, output_format, plot_file, wor
         click.echo(sim.to_table(summaries))
 
 
-from dra_hami.exporter.cli import exporter  # noqa: E402 (registered last: it imports the options above)
+@main.command("install-libvgpu")
+@click.option(
+    "--dest",
+    "dest_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="VGPU_DIR",
+    help="Host directory the kubelet plugin's --vgpu-dir names; libvgpu.so goes there.",
+)
+@click.option(
+    "--source",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A libvgpu.so to install instead of the one shipped in this package.",
+)
+def install_libvgpu(dest_dir: Path, source: Path | None) -> None:
+    """Copy libvgpu.so to the node (only when its sha256 differs; replaced atomically, never half-written)."""
+    from dra_hami.libvgpu_install import PACKAGED, InstallError, install
 
-main.add_command(exporter)
+    try:
+        changed = install(dest_dir, source or PACKAGED)
+    except (InstallError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{dest_dir / 'libvgpu.so'}: {'installed' if changed else 'already up to date'}")
 
 
-from dra_hami.controller.command import controller as _controller  # noqa: E402
+# The long-running components' commands live with their packages.
+from dra_hami.controller.command import controller  # noqa: E402
+from dra_hami.exporter.cli import exporter  # noqa: E402
+from dra_hami.webhook.command import webhook  # noqa: E402
 
-main.add_command(_controller)
-
-from dra_hami.webhook.command import webhook as _webhook  # noqa: E402
-
-main.add_command(_webhook)
+for _command in (controller, exporter, webhook):
+    main.add_command(_command)
