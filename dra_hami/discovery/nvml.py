@@ -19,22 +19,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def init_nvml(nvml: ModuleType | Any | None = None, user: str = "") -> ModuleType | Any:
+    """``nvmlInit`` on ``nvml`` (pynvml unless tests pass a stand-in), or a DiscoveryError that says what to check."""
+    if nvml is None:
+        import pynvml as nvml
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as err:
+        raise DiscoveryError(
+            f"{user}cannot initialise NVML: {err}. Is the NVIDIA driver loaded and libnvidia-ml.so.1 visible "
+            "to this container? (use --fake-profile to run without GPUs)"
+        ) from err
+    return nvml
+
+
 class NvmlDiscovery:
     """Initialises NVML once, at construction, so a node without a driver fails at start with a clear message."""
 
     def __init__(self, nvml: ModuleType | Any | None = None, sysfs_root: Path = Path("/sys")):
-        if nvml is None:
-            import pynvml as nvml
-        self._nvml = nvml
+        self._nvml = init_nvml(nvml)
         self._sysfs = sysfs_root
         self._lock = threading.Lock()
-        try:
-            nvml.nvmlInit()
-        except nvml.NVMLError as err:
-            raise DiscoveryError(
-                f"cannot initialise NVML: {err}. Is the NVIDIA driver loaded and libnvidia-ml.so.1 visible "
-                "to this container? (use --fake-profile to run without GPUs)"
-            ) from err
 
     def close(self) -> None:
         try:

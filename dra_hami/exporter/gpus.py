@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
-from dra_hami.discovery.model import DiscoveryError, GpuInfo
+from dra_hami.discovery.model import GpuInfo
+from dra_hami.discovery.nvml import init_nvml
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,10 @@ class NvmlGpuStats:
     """Two NVML queries per GPU per scrape (microseconds each); handles are cached by UUID."""
 
     def __init__(self, nvml: ModuleType | Any | None = None):
-        if nvml is None:
-            import pynvml as nvml
-        self._nvml = nvml
+        self._nvml = init_nvml(nvml)
         self._handles: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._failing: set[str] = set()
-        try:
-            nvml.nvmlInit()
-        except nvml.NVMLError as err:
-            raise DiscoveryError(
-                f"cannot initialise NVML: {err}. Is the NVIDIA driver loaded and libnvidia-ml.so.1 visible "
-                "to this container? (use --fake-profile to run without GPUs)"
-            ) from err
 
     def usage(self, gpu: GpuInfo, claims_used: int, claims_util: int) -> GpuUsage:
         nvml = self._nvml

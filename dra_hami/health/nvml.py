@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from dra_hami.discovery.model import DiscoveryError
+from dra_hami.discovery.nvml import init_nvml
 from dra_hami.health.tracker import REASON_LOST, REASON_XID, HealthTracker
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,7 @@ class NvmlHealthMonitor:
         wait_ms: int = 2000,
         clock: Callable[[], float] = time.monotonic,
     ):
-        if nvml is None:
-            import pynvml as nvml
-        self._nvml = nvml
+        self._nvml = init_nvml(nvml, "device health: ")
         self._tracker = tracker
         self._ignored = ignored_xids
         self._recovery = recovery_seconds
@@ -61,10 +59,6 @@ class NvmlHealthMonitor:
         self._event_set: Any = None
         self._no_events = False
         self._registered: set[str] = set()
-        try:
-            nvml.nvmlInit()
-        except nvml.NVMLError as err:
-            raise DiscoveryError(f"device health: cannot initialise NVML: {err}") from err
 
     # -- events ---------------------------------------------------------------------------------------
 
