@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dra_hami import wire
-from dra_hami.cli_options import DEFAULT_PLUGINS_ROOT, driver_name_option, logging_options
+from dra_hami.cli_options import DEFAULT_PLUGINS_ROOT, driver_name_option, kubeconfig_option, logging_options
 from dra_hami.quantity import QuantityError, to_int
 
 
@@ -32,12 +32,7 @@ def main() -> None:
 @main.command("kubelet-plugin")
 @driver_name_option("DRA driver name; also the DeviceClass name and the CDI vendor k8s.<driver>.")
 @click.option("--node-name", required=True, envvar="NODE_NAME", help="This node's name (the pool name).")
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False),
-    envvar="KUBECONFIG",
-    help="Kubeconfig file; in-cluster configuration when omitted.",
-)
+@kubeconfig_option()
 @click.option(
     "--fake-profile",
     envvar="FAKE_PROFILE",

@@ -40,3 +40,20 @@ def logging_options(func: Any) -> Any:
         show_default=True,
         help="Least severe log level written to stderr.",
     )(func)
+
+
+def parse_bind_address(address: str, option: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``; an empty host means every interface) of a listening option, or ValueError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{option}: {address!r} is not HOST:PORT (e.g. 0.0.0.0:9443)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def check_bind_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Click callback: refuses a listening address that is not HOST:PORT, naming the option."""
+    try:
+        parse_bind_address(value, f"--{param.name.replace('_', '-')}" if param.name else "address")
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    return value

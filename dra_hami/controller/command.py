@@ -9,14 +9,7 @@ import threading
 import click
 
 from dra_hami.allocator import GPU_POLICIES, PolicyChoice
-from dra_hami.cli_options import driver_name_option, kubeconfig_option, logging_options
-
-
-def _address(value: str) -> str:
-    _, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"{value!r}: expected HOST:PORT, e.g. 0.0.0.0:9402")
-    return value
+from dra_hami.cli_options import check_bind_address, driver_name_option, kubeconfig_option, logging_options
 
 
 @click.command("controller")
@@ -46,7 +39,7 @@ def _address(value: str) -> str:
     "--metrics-bind-address",
     default="0.0.0.0:9402",
     show_default=True,
-    callback=lambda ctx, param, value: _address(value),
+    callback=check_bind_address,
     help="HOST:PORT of /metrics and /healthz (port 0: any free port).",
 )
 @click.option(

@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from dra_hami.cli_options import parse_bind_address
 from dra_hami.kube.client import ApiError, RawKubeApi
 
 from . import pods as p
@@ -317,7 +318,7 @@ class Controller:
         address = self.options.metrics_address
         if not address or address == "0":
             return None
-        host, _, port = address.rpartition(":")
+        host, port = parse_bind_address(address, "--metrics-bind-address")
         controller = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -338,7 +339,7 @@ class Controller:
             def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line
                 return
 
-        server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
+        server = ThreadingHTTPServer((host, port), Handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         log.info("serving /metrics and /healthz on %s:%s", host or "0.0.0.0", server.server_address[1])

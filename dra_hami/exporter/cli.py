@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from dra_hami.cli_options import DEFAULT_PLUGINS_ROOT, driver_name_option, kubeconfig_option, logging_options
+from dra_hami.cli_options import (
+    DEFAULT_PLUGINS_ROOT,
+    check_bind_address,
+    driver_name_option,
+    kubeconfig_option,
+    logging_options,
+)
 
 
 @click.command("exporter")
@@ -38,6 +44,7 @@ from dra_hami.cli_options import DEFAULT_PLUGINS_ROOT, driver_name_option, kubec
     default="0.0.0.0:9401",
     envvar="METRICS_BIND_ADDRESS",
     show_default=True,
+    callback=check_bind_address,
     help="HOST:PORT of /metrics and /healthz.",
 )
 @logging_options
@@ -45,14 +52,10 @@ def exporter(**kwargs) -> None:
     """Serve per-claim GPU memory and compute usage and per-GPU usage as Prometheus metrics."""
     from dra_hami import logs
     from dra_hami.discovery import DiscoveryError
-    from dra_hami.exporter.main import ExporterOptions, parse_bind_address, run
+    from dra_hami.exporter.main import ExporterOptions, run
 
     logs.setup(kwargs.pop("log_level"), kwargs.pop("log_format"))
     kwargs["plugin_dir"] = kwargs["plugin_dir"] or DEFAULT_PLUGINS_ROOT / kwargs["driver_name"]
-    try:
-        parse_bind_address(kwargs["metrics_bind_address"])
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--metrics-bind-address") from None
     try:
         run(ExporterOptions(**kwargs))
     except (DiscoveryError, OSError) as err:

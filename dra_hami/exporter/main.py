@@ -14,6 +14,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry
 
+from dra_hami.cli_options import parse_bind_address
 from dra_hami.discovery import load_discovery
 from dra_hami.exporter.claims import CheckpointReader
 from dra_hami.exporter.collector import ExporterCollector, Inventory
@@ -50,13 +51,6 @@ class PodReader:
         return self._api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
 
 
-def parse_bind_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--metrics-bind-address {text!r}: expected HOST:PORT, e.g. 0.0.0.0:9401")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -84,7 +78,7 @@ def _app(registry: CollectorRegistry):
 
 def serve(registry: CollectorRegistry, address: str) -> tuple[WSGIServer, threading.Thread]:
     """/metrics (and /healthz) on ``address``; port 0 picks a free one (see server.server_port)."""
-    host, port = parse_bind_address(address)
+    host, port = parse_bind_address(address, "--metrics-bind-address")
     server = make_server(host, port, _app(registry), _ThreadingServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from dra_hami.cli_options import driver_name_option, kubeconfig_option, logging_options
+from dra_hami.cli_options import driver_name_option, kubeconfig_option, logging_options, parse_bind_address
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,12 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, bind_address: str, policy_m
     from dra_hami.webhook.admission import Admission, AdmissionOptions
     from dra_hami.webhook.collector import TemplateCollector
     from dra_hami.webhook.kube import KubeWebhookApi
-    from dra_hami.webhook.server import WebhookServer, parse_bind
+    from dra_hami.webhook.server import WebhookServer
 
     logs.setup(log_level, log_format)
     try:
-        bind = parse_bind(bind_address, "--bind-address")
-        metrics_bind = parse_bind(metrics_bind_address, "--metrics-bind-address")
+        bind = parse_bind_address(bind_address, "--bind-address")
+        metrics_bind = parse_bind_address(metrics_bind_address, "--metrics-bind-address")
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
     try:

@@ -172,10 +172,3 @@ class WebhookServer:
     def shutdown(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def parse_bind(address: str, what: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{what}: {address!r} is not HOST:PORT (e.g. 0.0.0.0:9443)")
-    return host.strip("[]") or "0.0.0.0", int(port)

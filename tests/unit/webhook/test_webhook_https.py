@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from webhook_fixtures import FakeApi, claim, container, fleet, pod, quota, review, slice_spec
 
+from dra_hami.cli_options import parse_bind_address as parse_bind
 from dra_hami.webhook import labels as L
 from dra_hami.webhook.admission import Admission, AdmissionOptions
 from dra_hami.webhook.review import apply_patch
-from dra_hami.webhook.server import WebhookServer, parse_bind
+from dra_hami.webhook.server import WebhookServer
 
 DRIVER = "hami-core-gpu.project-hami.io"
 
