@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #endif
 #include "alloc.h"
+#include "cpu.h"
 
 #include <linux/futex.h>
 #include <stdatomic.h>
@@ -24,14 +25,6 @@ struct entry {
  * Inline, one atomic each way when uncontended: the table is on every alloc/free, and a
  * pthread mutex costs two library calls and their type dispatch there. */
 typedef atomic_int shard_lock;
-
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() ((void)0)
-#endif
 
 static void lock_slow(shard_lock *l, int c)
 {

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #endif
 #include "region.h"
+#include "cpu.h"
 
 #include "log.h"
 
@@ -33,14 +34,6 @@ _Static_assert(offsetof(struct vgpu_region, dev) == VGPU_REGION_HEADER_SIZE, "re
 _Static_assert(offsetof(struct vgpu_region, proc) ==
                    VGPU_REGION_HEADER_SIZE + VGPU_MAX_DEVICES * VGPU_REGION_DEVICE_SIZE,
                "region layout");
-
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() ((void)0)
-#endif
 
 void vgpu_atfork_install(void);
 
