@@ -61,6 +61,26 @@ def cdi_device_name(claim_uid: str, device: str, share_id: str | None) -> str:
     return f"{claim_uid}-{device}-{share_id}" if share_id else f"{claim_uid}-{device}"
 
 
+def device_limit_env(claim_uid: str, share_index: int, gpu_uuid: str, memory: int, cores: int) -> str:
+    """One ``VGPU_DEVICE_LIMIT_*`` entry (``KEY=uuid,bytes,cores``) of a claim's share."""
+    suffix = f"{claim_uid.replace('-', '')[:8]}_{share_index}"
+    return f"{ENV_DEVICE_LIMIT_PREFIX}{suffix}={gpu_uuid},{memory},{cores}"
+
+
+def parse_device_limit(entry: str) -> tuple[str, int, int] | None:
+    """(uuid, bytes, cores) of a ``VGPU_DEVICE_LIMIT_*`` env entry; None for any other or malformed entry."""
+    key, _, value = entry.partition("=")
+    if not key.startswith(ENV_DEVICE_LIMIT_PREFIX):
+        return None
+    parts = value.split(",")
+    if len(parts) != 3:
+        return None
+    try:
+        return parts[0], int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+
+
 def device_class_selector(driver_name: str) -> str:
     return f"device.driver == '{driver_name}' && device.attributes['{driver_name}'].type == '{DEVICE_TYPE}'"
 

@@ -38,18 +38,12 @@ def claim_limits(spec: dict | None) -> dict[str, tuple[int, int]]:
     limits: dict[str, tuple[int, int]] = {}
     for device in (spec or {}).get("devices") or []:
         for entry in ((device.get("containerEdits") or {}).get("env")) or []:
-            key, _, value = entry.partition("=")
-            if not key.startswith(wire.ENV_DEVICE_LIMIT_PREFIX):
+            parsed = wire.parse_device_limit(entry)
+            if parsed is None:
                 continue
-            parts = value.split(",")
-            if len(parts) != 3:
-                continue
-            try:
-                memory, cores = int(parts[1]), int(parts[2])
-            except ValueError:
-                continue
-            have = limits.get(parts[0], (0, 0))
-            limits[parts[0]] = (have[0] + memory, have[1] + cores)
+            uuid, memory, cores = parsed
+            have = limits.get(uuid, (0, 0))
+            limits[uuid] = (have[0] + memory, have[1] + cores)
     return limits
 
 

@@ -83,8 +83,7 @@ def build_spec(
         name = _unique(wire.cdi_device_name(claim.uid, share.device, share.share_id), used_names)
         env = [f"{wire.ENV_DEVICE_ORDER}=PCI_BUS_ID", *per_gpu_env[share.device]]
         if share.memory is not None:
-            suffix = f"{claim.uid.replace('-', '')[:8]}_{n}"
-            env.append(f"{wire.ENV_DEVICE_LIMIT_PREFIX}{suffix}={gpu.uuid},{share.memory},{share.cores}")
+            env.append(wire.device_limit_env(claim.uid, n, gpu.uuid, share.memory, share.cores))
         config = claim.configs.get(share.request)
         if config is not None:
             env += config.env()
