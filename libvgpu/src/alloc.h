@@ -1,6 +1,7 @@
 /* Per-process allocation table: key (device pointer, VMM handle or array handle) -> charge.
- * Sharded open-addressing hash map (linear probing, backward-shift deletion), one mutex per
- * shard: O(1) expected insert/lookup/remove, low contention between threads. */
+ * Sharded open-addressing hash map (linear probing, backward-shift deletion, 16-byte entries,
+ * tables of 2 MiB and more on transparent huge pages), one lock per shard: O(1) expected
+ * insert/lookup/remove, low contention between threads. */
 #ifndef VGPU_ALLOC_H
 #define VGPU_ALLOC_H
 
@@ -21,7 +22,8 @@ struct vgpu_alloc_rec {
 };
 
 /* Inserts key; if key was present its old record is returned in *old and true is returned via
- * *replaced.  Returns false only on out-of-memory. */
+ * *replaced.  Returns false on out-of-memory or a record it cannot hold (size >= 2^56, didx
+ * outside 0..31). */
 bool vgpu_alloc_insert(uint64_t key, struct vgpu_alloc_rec rec, bool *replaced,
                        struct vgpu_alloc_rec *old);
 /* Removes key and returns its record. */

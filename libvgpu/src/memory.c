@@ -71,8 +71,8 @@ void vgpu_mem_track(uint64_t key, uint8_t kind, int didx, uint64_t size)
     struct vgpu_alloc_rec rec = {size, (int16_t)didx, kind}, old;
     bool replaced = false;
     if (!vgpu_alloc_insert(key, rec, &replaced, &old)) {
-        vgpu_error("out of host memory for the allocation table; %llu bytes left unaccounted",
-                   (unsigned long long)size);
+        vgpu_error("cannot record an allocation of %llu bytes in the allocation table (out of host "
+                   "memory); it is left unaccounted", (unsigned long long)size);
         vgpu_mem_unreserve(didx, size);
         return;
     }

@@ -3,8 +3,11 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-#define N 200000
+/* enough live records that every shard's table passes 2 MiB (the huge-page path) */
+#define N 1200000
 
 static void *worker(void *arg)
 {
@@ -32,6 +35,17 @@ int main(void)
         CHECK(vgpu_alloc_insert(i * 4096, r, &rep, &old) && !rep);
     }
     CHECK_EQ_U64(vgpu_alloc_count(), N);
+    /* a forked child starts with an empty table that works (its device memory is not inherited) */
+    pid_t pid = fork();
+    if (pid == 0) {
+        vgpu_alloc_atfork_child();
+        r = (struct vgpu_alloc_rec){1, 0, VGPU_KIND_MEM};
+        bool ok = vgpu_alloc_count() == 0 && vgpu_alloc_insert(4096, r, &rep, &old) && !rep &&
+                  vgpu_alloc_count() == 1;
+        _exit(ok ? 0 : 1);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     /* handles of another kind with the same numeric value do not collide */
     r = (struct vgpu_alloc_rec){5, 1, VGPU_KIND_VMM};
     CHECK(vgpu_alloc_insert(4096, r, &rep, &old) && !rep);
@@ -44,6 +58,15 @@ int main(void)
         CHECK(vgpu_alloc_remove(i * 4096, VGPU_KIND_MEM, &out) && out.size == i * 3 &&
               out.didx == (int16_t)(i % 16));
     CHECK_EQ_U64(vgpu_alloc_count(), 0);
+    /* every field survives the 16-byte packing, at its limits */
+    r = (struct vgpu_alloc_rec){(UINT64_C(1) << 56) - 1, 15, VGPU_KIND_MIPMAP};
+    CHECK(vgpu_alloc_insert(8192, r, &rep, &old) && !rep);
+    CHECK(vgpu_alloc_remove(8192, VGPU_KIND_MIPMAP, &out) && out.size == r.size && out.didx == 15 &&
+          out.kind == VGPU_KIND_MIPMAP);
+    /* a size the entry cannot hold is refused, not truncated */
+    r = (struct vgpu_alloc_rec){UINT64_C(1) << 56, 0, VGPU_KIND_MEM};
+    CHECK(!vgpu_alloc_insert(8192, r, &rep, &old));
+    CHECK(!vgpu_alloc_remove(8192, VGPU_KIND_MEM, &out));
     /* replacement reports the old record */
     r = (struct vgpu_alloc_rec){10, 2, VGPU_KIND_MEM};
     CHECK(vgpu_alloc_insert(77, r, &rep, &old) && !rep);
