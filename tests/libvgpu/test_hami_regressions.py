@@ -177,6 +177,15 @@ def test_cumemcreate_on_a_missing_device_is_the_drivers_business(probe_plain, mo
 # ---- issue #200, PR #201; HAMi#1181: usage above this process's limit ------------------------
 
 
+def test_pointer_attributes_are_the_drivers_answer(probe):
+    """HAMi-core #281 / HAMi#2691: a hook on cuPointerGetAttributes reported managed memory as unmanaged.
+    libvgpu leaves pointer queries to the driver, whatever the allocation path charged."""
+    cmds = ["init", "ctx", "0", "managed", "4m", "alloc", "4m", "ismanaged", "0", "ismanaged", "1"]
+    lib = probe.run(cmds, {"CUDA_DEVICE_MEMORY_LIMIT": "1g"}).lines("ismanaged")
+    drv = probe.run(cmds, preload=False).lines("ismanaged")
+    assert [(x["rc"], x["managed"]) for x in lib] == [("0", "1"), ("0", "0")] == [(x["rc"], x["managed"]) for x in drv]
+
+
 def test_usage_above_own_limit_reports_clamped_values(probe_plain):
     holder = probe_plain.start(
         ["init", "ctx", "0", "alloc", "800m", "ready", "hold"], {"CUDA_DEVICE_MEMORY_LIMIT": "1g"}

@@ -108,9 +108,13 @@ def test_no_limit_passes_through(probe):
 
 def test_limit_above_physical_is_clamped(probe):
     phys = int(probe.run(["init", "totalmem", "0"], preload=False).one("totalmem")["bytes"])
-    r = probe.run(["init", "ctx", "0", "meminfo", "totalmem", "0"], {"CUDA_DEVICE_MEMORY_LIMIT": str(phys * 2)})
+    r = probe.run(
+        ["init", "ctx", "0", "meminfo", "totalmem", "0", "nvml", "0"], {"CUDA_DEVICE_MEMORY_LIMIT": str(phys * 2)}
+    )
     assert int(r.one("meminfo")["total"]) == phys
     assert int(r.one("totalmem")["bytes"]) == phys
+    nvml = r.one("nvml")
+    assert int(nvml["total"]) == phys and int(nvml["total2"]) == phys  # HAMi-core PRs #80-#82: cuDNN sizing
 
 
 def test_nvml_views_match_slice(probe):

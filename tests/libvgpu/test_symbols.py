@@ -105,6 +105,16 @@ def test_exports_only_driver_names_and_dlsym(vgpu_build):
     assert names and not bad, bad
 
 
+def test_needs_no_glibc_private_symbols(vgpu_build):
+    """HAMi-core #174: importing _dl_sym@GLIBC_PRIVATE broke loading on glibc >= 2.34; the real dlsym
+    must be found through public interfaces only."""
+    lib = vgpu_build.lib("plain")
+    out = subprocess.run(["readelf", "-W", "--dyn-syms", "-V", str(lib)], capture_output=True, text=True, check=True)
+    assert "GLIBC_PRIVATE" not in out.stdout
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", str(lib)], capture_output=True, text=True, check=True)
+    assert not [line for line in undefined.stdout.splitlines() if "_dl_" in line], undefined.stdout
+
+
 def test_no_side_effects_without_cuda(probe, tmp_path):
     """A process that never touches CUDA creates no region file and keeps its umask."""
     env = probe.env({"CUDA_DEVICE_MEMORY_LIMIT": "1g"})

@@ -165,6 +165,13 @@ static int run(int argc, char **argv)
             printf("free rc=%d\n", k < g_np ? (int)F(free_t, cuMemFree_v2)(g_ptr[k]) : -1);
             if (k < g_np)
                 g_ptr[k] = 0;
+        } else if (strcmp(c, "ismanaged") == 0) { /* the driver's CU_POINTER_ATTRIBUTE_IS_MANAGED of ptr K */
+            size_t k = (size_t)atoi(ARG());
+            int managed = -1;
+            CUresult rc = k < g_np ? F(CUresult(*)(void *, CUpointer_attribute, CUdeviceptr), cuPointerGetAttribute)(
+                                         &managed, CU_POINTER_ATTRIBUTE_IS_MANAGED, g_ptr[k])
+                                   : CUDA_ERROR_INVALID_VALUE;
+            printf("ismanaged rc=%d managed=%d\n", rc, managed);
         } else if (strcmp(c, "freeptr") == 0) {
             printf("freeptr rc=%d\n", F(free_t, cuMemFree_v2)((CUdeviceptr)strtoull(ARG(), NULL, 0)));
         } else if (strcmp(c, "freeall") == 0) {
