@@ -7,6 +7,7 @@
 #include "config.h"
 #include "region.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -175,6 +176,38 @@ int main(void)
     int wst = 0;
     CHECK(waitpid(waiter, &wst, 0) == waiter && WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
     CHECK_EQ_U64(vgpu_region_used(d), 0); /* dead half-charge recomputed away, waiter's released */
+
+    /* kill -9 while holding the slots lock (registration, release, device records): the next
+     * process that needs it recovers the robust mutex at once and the dead slot's charge goes */
+    vgpu_region_reclaim_dead(); /* the slots of the processes killed above */
+    int ready[2];
+    CHECK(pipe(ready) == 0);
+    p = fork();
+    if (p == 0) {
+        bool ok = vgpu_region_charge(d, 3 * MI, true, limit);
+        pthread_mutex_lock(&vgpu_region_get()->h.slots_lock.m);
+        char c = ok ? 'y' : 'n';
+        ssize_t w = write(ready[1], &c, 1);
+        (void)w;
+        for (;;)
+            pause();
+    }
+    char answer = 0;
+    CHECK(read(ready[0], &answer, 1) == 1 && answer == 'y');
+    close(ready[0]);
+    close(ready[1]);
+    CHECK_EQ_U64(vgpu_region_used(d), 3 * MI);
+    kill(p, SIGKILL);
+    wait_all(&p, 1);
+    t0 = now_ms();
+    CHECK(vgpu_region_reclaim_dead() == 1);
+    CHECK(now_ms() - t0 < 1000);
+    CHECK_EQ_U64(vgpu_region_used(d), 0);
+    p = fork();
+    if (p == 0) /* a new process registers a slot (slots lock) and charges */
+        exit(vgpu_region_charge(d, MI, true, limit) ? 0 : 1);
+    int st = 0;
+    CHECK(waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
     unlink(path);
     CHECK_DONE();
