@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import Cluster, Component, HarnessError, wait_for
-from e2e_images import BUSYBOX_IMAGE
+from e2e_objects import CLAIMS_API, busybox_pod
 
 EXAMPLE_DRIVER = "gpu.example.com"  # the example driver's fixed driver name; its DeviceClass has the same name
 EXAMPLE_BINARY = "dra-example-kubeletplugin"
@@ -116,43 +116,6 @@ class ExampleDriverPlugin:
 
 
 # ----------------------------------------------------------------------------------------------- the workload
-
-
-def claim_template(name: str, device_class: str, capacity: dict[str, str] | None = None) -> dict[str, Any]:
-    exactly: dict[str, Any] = {"deviceClassName": device_class}
-    if capacity:
-        exactly["capacity"] = {"requests": capacity}
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": name},
-        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}},
-    }
-
-
-def claim_pod(name: str, template: str) -> dict[str, Any]:
-    """A busybox pod that sleeps, with one claim generated from ``template`` (host network: no pod network)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"peer-run": template}},
-        "spec": {
-            "hostNetwork": True,
-            "automountServiceAccountToken": False,
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": BUSYBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["sleep", "3600"],
-                    "resources": {"claims": [{"name": "gpu"}]},
-                }
-            ],
-            "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": template}],
-        },
-    }
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -264,15 +227,16 @@ def run_burst(cluster: Cluster, namespace: str, driver: str, template: dict[str,
     kube.create(template, namespace)
     kubelet_log = cluster.components["kubelet"].log_path
     log_offset = kubelet_log.stat().st_size
-    names = [f"{tname}-{i:03d}" for i in range(pods)]
     selector = f"peer-run={tname}"
 
     def listed() -> list[dict[str, Any]]:
         return kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector).get("items", [])
 
+    bodies = [busybox_pod(f"{tname}-{i:03d}", "exec sleep 3600", template=tname, labels={"peer-run": tname})
+              for i in range(pods)]  # fmt: skip
     t0 = time.monotonic()
     with ThreadPoolExecutor(16) as pool:  # "at once": the API server sees them within a fraction of a second
-        list(pool.map(lambda n: kube.create(claim_pod(n, tname), namespace), names))
+        list(pool.map(lambda pod: kube.create(pod, namespace), bodies))
     scheduled_at: float | None = None
 
     def all_running() -> bool:
@@ -295,7 +259,7 @@ def run_burst(cluster: Cluster, namespace: str, driver: str, template: dict[str,
     running_s = time.monotonic() - t0
     scheduled_s = (scheduled_at or time.monotonic()) - t0
 
-    claims = kube.get(f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims").get("items", [])
+    claims = kube.get(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims").get("items", [])
     uids = {c["metadata"]["uid"] for c in claims if c["metadata"]["name"].startswith(tname)}
     with kubelet_log.open(errors="replace") as f:
         f.seek(log_offset)
@@ -314,7 +278,7 @@ def clean_up_burst(cluster: Cluster, namespace: str, result: BurstResult, cdi_di
     def unprepared() -> bool:
         cluster.check_alive()
         specs = " ".join(p.name for p in cdi_dir.iterdir())
-        claims = kube.get(f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims").get("items", [])
+        claims = kube.get(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims").get("items", [])
         return not any(uid in specs for uid in result.claim_uids) and not claims
 
     wait_for(unprepared, timeout, f"the {result.pods} claims of {result.driver} to be unprepared and deleted",

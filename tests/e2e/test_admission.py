@@ -19,17 +19,15 @@ from collections.abc import Iterator
 
 import pytest
 from cluster import DRIVER, REPO_ROOT, ApiError, Cluster, Component, HamiPlugin, free_port, load_manifests, wait_for
-from e2e_images import BUSYBOX_IMAGE
+from e2e_objects import CLAIMS_API, GATE, busybox_pod, claim_template
 from e2e_pki import CertSpec
 
 from dra_hami.webhook import configuration
 
 pytestmark = pytest.mark.e2e
 
-RESOURCE = "/apis/resource.k8s.io/v1"
 QUOTAS = "/apis/dra-hami.project-hami.io/v1alpha1"
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
-GATE = f"{DRIVER}/allocation"
 LEGACY = {"dra-hami.project-hami.io/legacy-translation": "enabled"}
 NO_POLICY = {"dra-hami.project-hami.io/policy-mode": "disabled"}
 
@@ -127,48 +125,24 @@ def labelled_namespace(cluster: Cluster, namespace: str, labels: dict[str, str])
     time.sleep(5.5)  # the webhook caches namespace labels for 5 s
 
 
-def busybox(name: str, command: str, limits: dict | None = None) -> dict:
-    ctr: dict = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sh", "-c", command]}
-    if limits:
-        ctr["resources"] = {"limits": limits}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "hostNetwork": True,
-            "automountServiceAccountToken": False,
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [ctr],
-        },
-    }
-
-
 def claim_body(name: str, memory: str, cores: str = "10", config: dict | None = None, template: bool = False) -> dict:
-    spec: dict = {
-        "devices": {
-            "requests": [
-                {"name": "gpu", "exactly": {"deviceClassName": DRIVER,
-                                            "capacity": {"requests": {"memory": memory, "cores": cores}}}}
-            ]
-        }
-    }  # fmt: skip
+    """A claim template (``template``) or a claim of one request ``gpu``, with a VGpuConfig when ``config``."""
+    body = claim_template(name, memory, cores)
+    spec = body["spec"]["spec"]
     if config is not None:
         spec["devices"]["config"] = [{"requests": ["gpu"], "opaque": {"driver": DRIVER, "parameters": config}}]
     if template:
-        return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": name},
-                "spec": {"spec": spec}}  # fmt: skip
+        return body
     return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name}, "spec": spec}
 
 
 def test_legacy_homelab_pod_gets_a_claim_and_runs_capped(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
     kube = cluster.kube
     labelled_namespace(cluster, namespace, {**LEGACY, **NO_POLICY})  # translated, not gated (no controller here)
-    pod = busybox(
+    pod = busybox_pod(
         "legacy-worker",
         "env | sort; echo READY; sleep 3600",
-        {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "20", "nvidia.com/gpucores": "25"},
+        limits={"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "20", "nvidia.com/gpucores": "25"},
     )
     created = kube.create(pod, namespace)
     # what the API server stored: the legacy resources are gone, a template-backed claim is in their place
@@ -177,7 +151,7 @@ def test_legacy_homelab_pod_gets_a_claim_and_runs_capped(cluster: Cluster, webho
     assert created["spec"]["containers"][0]["resources"] == {"claims": [{"name": "hami-main"}]}
     assert not created["spec"].get("schedulingGates")
     template = kube.get(
-        f"{RESOURCE}/namespaces/{namespace}/resourceclaimtemplates/{entry['resourceClaimTemplateName']}"
+        f"{CLAIMS_API}/namespaces/{namespace}/resourceclaimtemplates/{entry['resourceClaimTemplateName']}"
     )
     exactly = template["spec"]["spec"]["devices"]["requests"][0]["exactly"]
     assert exactly["capacity"]["requests"] == {"cores": "25", "memory": "3Gi"}  # 20% of a 15360Mi T4
@@ -190,7 +164,7 @@ def test_legacy_homelab_pod_gets_a_claim_and_runs_capped(cluster: Cluster, webho
 
     # the claim belongs to the pod (Kubernetes made it from the template): it goes with the pod, no leak
     claim_name = running["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
-    claim_path = f"{RESOURCE}/namespaces/{namespace}/resourceclaims/{claim_name}"
+    claim_path = f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims/{claim_name}"
     claim = kube.get(claim_path)
     assert [o["uid"] for o in claim["metadata"]["ownerReferences"]] == [running["metadata"]["uid"]]
     assert claim["metadata"]["labels"]["dra-hami.project-hami.io/legacy-translated"] == "true"
@@ -200,7 +174,7 @@ def test_legacy_homelab_pod_gets_a_claim_and_runs_capped(cluster: Cluster, webho
 
 def test_bad_legacy_values_are_refused_at_creation(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
     labelled_namespace(cluster, namespace, LEGACY)
-    pod = busybox("too-much", "true", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "99999"})
+    pod = busybox_pod("too-much", "true", limits={"nvidia.com/gpu": "1", "nvidia.com/gpumem": "99999"})
     with pytest.raises(ApiError) as refused:
         cluster.kube.create(pod, namespace)
     assert refused.value.status == 400
@@ -210,12 +184,9 @@ def test_bad_legacy_values_are_refused_at_creation(cluster: Cluster, webhook: We
 def test_policy_mode_gates_gpu_pods_only(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
     kube = cluster.kube
     kube.create(claim_body("slice", "1Gi", template=True), namespace)
-    gpu_pod = busybox("gpu", "echo READY; sleep 3600")
-    gpu_pod["spec"]["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
-    gpu_pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimTemplateName": "slice"}]
-    created = kube.create(gpu_pod, namespace)
+    created = kube.create(busybox_pod("gpu", "echo READY; sleep 3600", template="slice"), namespace)
     assert created["spec"]["schedulingGates"] == [{"name": GATE}]
-    plain = kube.create(busybox("plain", "echo hi"), namespace)
+    plain = kube.create(busybox_pod("plain", "echo hi"), namespace)
     assert not plain["spec"].get("schedulingGates")
     cluster.wait_pod_phase("plain", ["Succeeded"], namespace, timeout=120)
 
@@ -269,18 +240,14 @@ def test_gpuquota_refuses_and_releases(cluster: Cluster, webhook: Webhook, names
 
     # a pod whose template would go over: its claim is refused when Kubernetes creates it, the pod waits
     kube.create(claim_body("big", "2Gi", template=True), namespace)
-    pod = busybox("waits", "echo READY; sleep 3600")
-    pod["metadata"]["labels"] = NO_POLICY
-    pod["spec"]["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
-    pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimTemplateName": "big"}]
-    kube.create(pod, namespace)
+    kube.create(busybox_pod("waits", "echo READY; sleep 3600", template="big", labels=NO_POLICY), namespace)
     wait_for(lambda: "would exceed GpuQuota" in cluster.events_for("waits", namespace), 60,
              "an event saying the pod's claim was refused by GpuQuota",
              details=lambda: cluster.describe_pod("waits", namespace))  # fmt: skip
     assert (cluster.pod("waits", namespace) or {}).get("status", {}).get("phase") == "Pending"
 
     # deleting claim a frees the quota: the reconciler updates status, the waiting pod's claim now fits
-    kube.delete(f"{RESOURCE}/namespaces/{namespace}/resourceclaims/a")
+    kube.delete(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims/a")
     cluster.wait_pod_phase("waits", ["Running"], namespace, timeout=180)
     wait_for(lambda: used().get("memory") == "2Gi" and used().get("gpus") == 1, 30, "status.used after the release")
 
@@ -291,9 +258,9 @@ def test_outage_never_blocks_a_pod(cluster: Cluster, webhook: Webhook, namespace
     dead = f"https://127.0.0.1:{free_port()}"  # nothing listens there
     webhook.register(url=dead)
     try:
-        plain = kube.create(busybox("plain", "echo hi"), namespace)  # not even sent (matchConditions)
+        plain = kube.create(busybox_pod("plain", "echo hi"), namespace)  # not even sent (matchConditions)
         assert plain["metadata"]["name"] == "plain"
-        legacy = kube.create(busybox("legacy", "true", {"nvidia.com/gpu": "1"}), namespace)  # sent, ignored
+        legacy = kube.create(busybox_pod("legacy", "true", limits={"nvidia.com/gpu": "1"}), namespace)  # sent, ignored
         assert legacy["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
         assert not legacy["spec"].get("resourceClaims")
         with pytest.raises(ApiError) as refused:  # our claims fail closed: quota cannot be bypassed

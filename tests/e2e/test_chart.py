@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster import REPO_ROOT, ApiError, Cluster, Component, free_port, wait_for
-from e2e_images import BUSYBOX_IMAGE
+from e2e_objects import busybox_pod, claim_template
 from examples_support import example_objects, our_allocated_claims
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "chart"))
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.e2e
 RELEASE = "chart-e2e"
 NAMESPACE = "dra-hami-chart-e2e"
 DRIVER = "chart-e2e.project-hami.io"  # not the session plugin's: its own slices, DeviceClass and gate
-GATE = f"{DRIVER}/allocation"
+GATE = f"{DRIVER}/allocation"  # not e2e_objects.GATE: that one is the session driver's
 RESOURCE_API = "/apis/resource.k8s.io/v1"
 QUOTA_API = "/apis/dra-hami.project-hami.io/v1alpha1"
 THIRD_PARTY_KINDS = {"ServiceMonitor", "Certificate", "Issuer"}  # no such CRDs on this cluster
@@ -321,37 +321,12 @@ def controller(cluster: Cluster, release, node_components, tmp_path_factory):
     stop(cluster, component)
 
 
-def gated_pod(name: str, template: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "hostNetwork": True,
-            "automountServiceAccountToken": False,
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "schedulingGates": [{"name": GATE}],  # what the chart's webhook adds in policy mode
-            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", "echo READY; exec sleep 3600"],
-                            "resources": {"claims": [{"name": "gpu"}]}}],
-            "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": template}],
-        },
-    }  # fmt: skip
-
-
-def slice_template(name: str, memory: str = "2Gi", cores: int = 10) -> dict[str, Any]:
-    request = {"deviceClassName": DRIVER, "capacity": {"requests": {"memory": memory, "cores": str(cores)}}}
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": name},
-            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": request}]}}}}  # fmt: skip
-
-
 def test_policy_mode_pod_runs_with_the_chart_service_accounts(cluster: Cluster, namespace: str, node_components,
                                                               controller: Component):  # fmt: skip
     """Controller (allocation + binding + gate), plugin (prepare) and exporter (claim -> pod), each with its token."""
     plugin, exporter = node_components
-    cluster.kube.create(slice_template("chart-slice"), namespace)
-    cluster.kube.create(gated_pod("chart-pod", "chart-slice"), namespace)
+    cluster.kube.create(claim_template("chart-slice", "2Gi", 10, device_class=DRIVER), namespace)
+    cluster.kube.create(busybox_pod("chart-pod", template="chart-slice", gate=GATE), namespace)  # as the webhook would
     pod = cluster.wait_pod_phase("chart-pod", ["Running"], namespace, timeout=120)
     assert not pod["spec"].get("schedulingGates")
     (status,) = pod["status"]["resourceClaimStatuses"]
@@ -458,16 +433,15 @@ def review(kind: str, resource: str, obj: dict[str, Any], namespace: str, group:
 def test_webhook_serves_with_the_chart_certificate_and_its_service_account(cluster: Cluster, namespace: str,
                                                                            webhook):  # fmt: skip
     component, post = webhook
-    cluster.kube.create(slice_template("hooked"), namespace)
-    pod = gated_pod("hooked", "hooked")
+    cluster.kube.create(claim_template("hooked", "2Gi", 10, device_class=DRIVER), namespace)
+    pod = busybox_pod("hooked", template="hooked")
     pod["metadata"]["namespace"] = namespace
-    del pod["spec"]["schedulingGates"]
     status, answer = post("/mutate-pods", review("Pod", "pods", pod, namespace))
     assert status == 200 and answer["response"]["allowed"], answer
     patch = json.loads(base64.b64decode(answer["response"]["patch"]))
     assert GATE in json.dumps(patch), patch  # policy mode: the template (read with its token) uses our class
 
-    spec = slice_template("x")["spec"]["spec"]
+    spec = claim_template("x", "2Gi", 10, device_class=DRIVER)["spec"]["spec"]
     claim = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
              "metadata": {"name": "checked", "namespace": namespace}, "spec": spec}  # fmt: skip
     status, answer = post("/validate-claims", review("ResourceClaim", "resourceclaims", claim, namespace,

@@ -8,32 +8,10 @@ import urllib.request
 
 import pytest
 from cluster import DRIVER, Cluster, HamiPlugin, wait_for
-from e2e_images import BUSYBOX_IMAGE, IMAGE_PREFIX
+from e2e_images import IMAGE_PREFIX
+from e2e_objects import CLAIMS_API, busybox_pod, claim_template
 
 pytestmark = pytest.mark.e2e
-
-
-def busybox_pod(name: str, command: str, restart: str = "Never", **spec_extra) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "hostNetwork": True,  # there is no pod network
-            "automountServiceAccountToken": False,
-            "restartPolicy": restart,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": BUSYBOX_IMAGE,
-                    "imagePullPolicy": "Never",  # no registry: images are imported into containerd
-                    "command": ["sh", "-c", command],
-                }
-            ],
-            **spec_extra,
-        },
-    }
 
 
 def test_control_plane_healthy_and_node_ready(cluster: Cluster) -> None:
@@ -75,9 +53,7 @@ def test_images_fixture_adds_an_image(cluster: Cluster, images, namespace: str, 
     (tmp_path / "hello.sh").chmod(0o755)
     name = images.add_busybox_based(f"{IMAGE_PREFIX}/extra:1", {"/usr/bin/hello": tmp_path / "hello.sh"})
     assert name in images.list()
-    pod = busybox_pod("extra", "hello")
-    pod["spec"]["containers"][0]["image"] = name
-    cluster.kube.create(pod, namespace)
+    cluster.kube.create(busybox_pod("extra", "hello", image=name), namespace)
     cluster.wait_pod_phase("extra", ["Succeeded"], namespace, timeout=120)
     assert cluster.pod_log("extra", "main", namespace) == "hello from an added image\n"
 
@@ -87,8 +63,8 @@ def test_pod_gets_a_service_account_token(cluster: Cluster, namespace: str) -> N
     pod = busybox_pod(
         "sa",
         "wc -c < /var/run/secrets/kubernetes.io/serviceaccount/token; ls /var/run/secrets/kubernetes.io/serviceaccount",
+        automountServiceAccountToken=True,
     )
-    pod["spec"]["automountServiceAccountToken"] = True
     cluster.kube.create(pod, namespace)
     cluster.wait_pod_phase("sa", ["Succeeded"], namespace, timeout=120)
     lines = cluster.pod_log("sa", "main", namespace).split()
@@ -128,40 +104,16 @@ def test_gpu_slice_pod_is_allocated_prepared_and_running(
     cluster: Cluster, hami_plugin: HamiPlugin, device_class: dict, namespace: str
 ) -> None:
     kube = cluster.kube
-    kube.create(
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "ResourceClaimTemplate",
-            "metadata": {"name": "slice-4g-30"},
-            "spec": {
-                "spec": {
-                    "devices": {
-                        "requests": [
-                            {
-                                "name": "gpu",
-                                "exactly": {
-                                    "deviceClassName": DRIVER,
-                                    "capacity": {"requests": {"memory": "4Gi", "cores": "30"}},
-                                },
-                            }
-                        ]
-                    }
-                }
-            },
-        },
-        namespace,
-    )
-    pod = busybox_pod("gpu-env", "env | sort; echo PRELOAD=$(cat /etc/ld.so.preload); echo READY; sleep 3600")
-    pod["spec"]["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
-    pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimTemplateName": "slice-4g-30"}]
-    kube.create(pod, namespace)
+    kube.create(claim_template("slice-4g-30", "4Gi", 30), namespace)
+    command = "env | sort; echo PRELOAD=$(cat /etc/ld.so.preload); echo READY; sleep 3600"
+    kube.create(busybox_pod("gpu-env", command, template="slice-4g-30"), namespace)
 
     running = cluster.wait_pod_phase("gpu-env", ["Running"], namespace, timeout=180)
     assert running["spec"]["nodeName"] == cluster.node_name
 
     # the real scheduler allocated the claim from our slice, with the capacity asked for
     claim_name = running["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
-    claim = kube.get(f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{claim_name}")
+    claim = kube.get(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims/{claim_name}")
     (result,) = claim["status"]["allocation"]["devices"]["results"]
     assert result["driver"] == DRIVER and result["pool"] == cluster.node_name
     assert result["device"] in ("hami-gpu-0", "hami-gpu-1")

@@ -9,11 +9,9 @@ from typing import Any
 
 import pytest
 from cluster import DRIVER, Cluster, HamiPlugin, wait_for
-from test_cluster import busybox_pod
+from e2e_objects import CLAIMS_API, busybox_pod, claim_template
 
 pytestmark = pytest.mark.e2e
-
-CLAIMS = "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaims/{name}"
 
 
 def slice_taints(plugin: HamiPlugin) -> dict[str, list[dict[str, Any]]]:
@@ -26,7 +24,7 @@ def pool_generation(plugin: HamiPlugin) -> int:
 
 def claim_device(cluster: Cluster, pod: dict[str, Any], namespace: str) -> str:
     name = pod["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
-    claim = cluster.kube.get(CLAIMS.format(ns=namespace, name=name))
+    claim = cluster.kube.get(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims/{name}")
     (result,) = claim["status"]["allocation"]["devices"]["results"]
     return result["device"]
 
@@ -39,13 +37,6 @@ def resource_health(cluster: Cluster, name: str, namespace: str) -> list[str]:
         for s in cs.get("allocatedResourcesStatus") or []
         for r in s.get("resources") or []
     ]
-
-
-def gpu_pod(name: str) -> dict[str, Any]:
-    pod = busybox_pod(name, "echo READY; sleep 3600")
-    pod["spec"]["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
-    pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimTemplateName": "slice-1g"}]
-    return pod
 
 
 def test_injected_xid_taints_streams_and_clears(
@@ -63,30 +54,8 @@ def test_injected_xid_taints_streams_and_clears(
     assert not kubelet.grep("WatchResources", "Unimplemented", f'pluginName="{DRIVER}"'), kubelet.grep("Unimplemented")
 
     kube = cluster.kube
-    kube.create(
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "ResourceClaimTemplate",
-            "metadata": {"name": "slice-1g"},
-            "spec": {
-                "spec": {
-                    "devices": {
-                        "requests": [
-                            {
-                                "name": "gpu",
-                                "exactly": {
-                                    "deviceClassName": DRIVER,
-                                    "capacity": {"requests": {"memory": "1Gi", "cores": "10"}},
-                                },
-                            }
-                        ]
-                    }
-                }
-            },
-        },
-        namespace,
-    )
-    kube.create(gpu_pod("victim"), namespace)
+    kube.create(claim_template("slice-1g", "1Gi", 10), namespace)
+    kube.create(busybox_pod("victim", template="slice-1g"), namespace)
     running = cluster.wait_pod_phase("victim", ["Running"], namespace, timeout=180)
     sick = claim_device(cluster, running, namespace)
     other = ({"hami-gpu-0", "hami-gpu-1"} - {sick}).pop()
@@ -122,7 +91,7 @@ def test_injected_xid_taints_streams_and_clears(
         assert pool_generation(hami_plugin) == generation
 
         # a new claim avoids the tainted GPU
-        kube.create(gpu_pod("newcomer"), namespace)
+        kube.create(busybox_pod("newcomer", template="slice-1g"), namespace)
         newcomer = cluster.wait_pod_phase("newcomer", ["Running"], namespace, timeout=180)
         assert claim_device(cluster, newcomer, namespace) == other
     finally:

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 from cluster import DRIVER, REPO_ROOT, Cluster, HamiPlugin, wait_for
-from e2e_images import BUSYBOX_IMAGE, IMAGE_PREFIX, shared_libraries
+from e2e_images import IMAGE_PREFIX, shared_libraries
+from e2e_objects import CLAIMS_API, allocated_claim, busybox_pod, claim_template
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,6 @@ GiB = 1 << 30
 LIBVGPU_DIR = REPO_ROOT / "libvgpu"
 ALLOC_IMAGE = f"{IMAGE_PREFIX}/libvgpu-alloc:1"
 FAKE_LIB_DIR = "/usr/local/fake-driver"  # where the image keeps the fake libcuda.so.1 / libnvidia-ml.so.1
-CLAIMS_API = "/apis/resource.k8s.io/v1"
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
@@ -59,73 +59,10 @@ def alloc_image(images, libvgpu: Path) -> str:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def claim_template(name: str, memory: str, cores: int) -> dict[str, Any]:
-    request = {"deviceClassName": DRIVER, "capacity": {"requests": {"memory": memory, "cores": str(cores)}}}
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": name},
-        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": request}]}}},
-    }
-
-
 def resource_claim(name: str, memory: str, cores: int) -> dict[str, Any]:
     template = claim_template(name, memory, cores)
     return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name},
             "spec": template["spec"]["spec"]}  # fmt: skip
-
-
-def gpu_pod(
-    name: str,
-    command: str,
-    template: str | None = None,
-    claim: str | None = None,
-    image: str = BUSYBOX_IMAGE,
-    env: dict[str, str] | None = None,
-    restart: str = "Never",
-) -> dict[str, Any]:
-    source = {"resourceClaimTemplateName": template} if template else {"resourceClaimName": claim}
-    container: dict[str, Any] = {
-        "name": "main",
-        "image": image,
-        "imagePullPolicy": "Never",  # no registry: images are imported into containerd
-        "command": ["sh", "-c", command],
-        "resources": {"claims": [{"name": "gpu"}]},
-    }
-    if env:
-        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "hostNetwork": True,  # there is no pod network
-            "automountServiceAccountToken": False,
-            "restartPolicy": restart,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [container],
-            "resourceClaims": [{"name": "gpu", **source}],
-        },
-    }
-
-
-SLEEPER = "echo READY; exec sleep 3600"
-
-
-def claim_of(cluster: Cluster, pod_name: str, namespace: str) -> dict[str, Any]:
-    """The pod's (only) ResourceClaim, allocated."""
-
-    def get() -> dict[str, Any] | None:
-        pod = cluster.pod(pod_name, namespace) or {}
-        statuses = pod.get("status", {}).get("resourceClaimStatuses") or []
-        spec_claims = pod.get("spec", {}).get("resourceClaims") or []
-        name = statuses[0].get("resourceClaimName") if statuses else spec_claims[0].get("resourceClaimName")
-        if not name:
-            return None
-        claim = cluster.kube.get_or_none(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims/{name}")
-        return claim if claim and claim.get("status", {}).get("allocation") else None
-
-    return wait_for(get, 60, f"the allocated claim of pod {namespace}/{pod_name}")
 
 
 def allocated_device(claim: dict[str, Any]) -> str:
@@ -246,13 +183,13 @@ def test_libvgpu_caps_device_memory_in_a_scheduled_pod(
         "exec sleep 3600"  # keep the pod (and its claim) until the test has read the allocation
     )
     env = {"LD_LIBRARY_PATH": FAKE_LIB_DIR, "FAKE_CUDA_DEVICE_COUNT": "1", "FAKE_CUDA_MEMORY": "15Gi"}
-    kube.create(gpu_pod("alloc", script, template="slice-4g-30", image=alloc_image, env=env), namespace)
+    kube.create(busybox_pod("alloc", script, template="slice-4g-30", image=alloc_image, env=env), namespace)
     cluster.wait_pod_phase("alloc", ["Running"], namespace, timeout=180)
     log = cluster.wait_pod_log("alloc", r"^exit=\d+$", "main", namespace, timeout=60)
     out = dict(line.split("=", 1) for line in log.splitlines() if "=" in line)
 
     # the UUID the container was given is the one our ResourceSlice publishes for the allocated device
-    claim = claim_of(cluster, "alloc", namespace)
+    claim = allocated_claim(cluster, "alloc", namespace)
     device = allocated_device(claim)
     devices = [d for s in hami_plugin.slices() for d in s["spec"]["devices"]]
     published = {d["name"]: d["attributes"]["uuid"]["string"] for d in devices}
@@ -278,10 +215,10 @@ def test_pods_share_gpus_and_a_deleted_pod_frees_its_share(
     kube.create(claim_template("slice-6g", "6Gi", 10), namespace)
     names = [f"share-{i}" for i in range(4)]
     for name in names:
-        kube.create(gpu_pod(name, SLEEPER, template="slice-6g", restart="Always"), namespace)
+        kube.create(busybox_pod(name, template="slice-6g", restart="Always"), namespace)
     for name in names:
         cluster.wait_pod_phase(name, ["Running"], namespace, timeout=180)
-    claims = {name: claim_of(cluster, name, namespace) for name in names}
+    claims = {name: allocated_claim(cluster, name, namespace) for name in names}
     devices = {name: allocated_device(c) for name, c in claims.items()}
     assert Counter(devices.values()) == {"hami-gpu-0": 2, "hami-gpu-1": 2}, devices
     uids = {name: c["metadata"]["uid"] for name, c in claims.items()}
@@ -292,7 +229,7 @@ def test_pods_share_gpus_and_a_deleted_pod_frees_its_share(
         assert log == "READY\n"
 
     # no GPU has 6Gi left: the scheduler cannot allocate the 5th claim
-    kube.create(gpu_pod("waiting", SLEEPER, template="slice-6g", restart="Always"), namespace)
+    kube.create(busybox_pod("waiting", template="slice-6g", restart="Always"), namespace)
     wait_for(
         lambda: "cannot allocate all claims" in cluster.events_for("waiting", namespace),
         60,
@@ -316,7 +253,7 @@ def test_pods_share_gpus_and_a_deleted_pod_frees_its_share(
 
     # the freed 6Gi goes to the pending pod, on the same GPU
     cluster.wait_pod_phase("waiting", ["Running"], namespace, timeout=120)
-    assert allocated_device(claim_of(cluster, "waiting", namespace)) == devices[gone]
+    assert allocated_device(allocated_claim(cluster, "waiting", namespace)) == devices[gone]
     for name in names[1:]:
         assert cluster.pod(name, namespace)["status"]["phase"] == "Running"
     assert_no_leaks(cluster, hami_plugin)
@@ -329,7 +266,7 @@ def test_plugin_sigkill_keeps_pods_and_recovers(
     kube = cluster.kube
     kube.create(claim_template("slice-2g", "2Gi", 10), namespace)
     for name in ("before-0", "before-1"):
-        kube.create(gpu_pod(name, SLEEPER, template="slice-2g", restart="Always"), namespace)
+        kube.create(busybox_pod(name, template="slice-2g", restart="Always"), namespace)
     for name in ("before-0", "before-1"):
         cluster.wait_pod_phase(name, ["Running"], namespace, timeout=180)
     ids = {name: container_id(cluster, name, namespace) for name in ("before-0", "before-1")}
@@ -349,7 +286,7 @@ def test_plugin_sigkill_keeps_pods_and_recovers(
     )
 
     # a new pod is prepared by the restarted plugin and runs
-    kube.create(gpu_pod("after", SLEEPER, template="slice-2g", restart="Always"), namespace)
+    kube.create(busybox_pod("after", template="slice-2g", restart="Always"), namespace)
     cluster.wait_pod_phase("after", ["Running"], namespace, timeout=120)
     cluster.wait_pod_log("after", r"^READY$", "main", namespace)
     # the old pods' containers were never restarted
@@ -368,7 +305,7 @@ def test_kubelet_restart_keeps_pods_and_slices_come_back(
 ) -> None:
     kube = cluster.kube
     kube.create(claim_template("slice-2g", "2Gi", 10), namespace)
-    kube.create(gpu_pod("steady", SLEEPER, template="slice-2g", restart="Always"), namespace)
+    kube.create(busybox_pod("steady", template="slice-2g", restart="Always"), namespace)
     cluster.wait_pod_phase("steady", ["Running"], namespace, timeout=180)
     cid = container_id(cluster, "steady", namespace)
     old_slices = {s["metadata"]["uid"] for s in hami_plugin.slices()}
@@ -382,7 +319,7 @@ def test_kubelet_restart_keeps_pods_and_slices_come_back(
     assert container_id(cluster, "steady", namespace) == cid, "the kubelet restart restarted the container"
 
     # the node still prepares new pods after the restart
-    kube.create(gpu_pod("fresh", SLEEPER, template="slice-2g", restart="Always"), namespace)
+    kube.create(busybox_pod("fresh", template="slice-2g", restart="Always"), namespace)
     cluster.wait_pod_phase("fresh", ["Running"], namespace, timeout=120)
     assert_no_leaks(cluster, hami_plugin)
     assert time.monotonic() - started < 180
@@ -404,9 +341,9 @@ def test_simulated_reboot_rebuilds_cdi_specs(
         wait_for(hami_plugin.slices, 60, "the plugin's slices after switching to --boot-id-file")
 
     kube.create(resource_claim("shared-2g", "2Gi", 10), namespace)
-    kube.create(gpu_pod("first", SLEEPER, claim="shared-2g", restart="Always"), namespace)
+    kube.create(busybox_pod("first", claim="shared-2g", restart="Always"), namespace)
     cluster.wait_pod_phase("first", ["Running"], namespace, timeout=180)
-    claim_uid = claim_of(cluster, "first", namespace)["metadata"]["uid"]
+    claim_uid = allocated_claim(cluster, "first", namespace)["metadata"]["uid"]
     assert claim_uid in hami_plugin.cdi_spec_uids()
     old_slices = {s["metadata"]["uid"] for s in hami_plugin.slices()}
 
@@ -422,8 +359,8 @@ def test_simulated_reboot_rebuilds_cdi_specs(
     cluster.wait_pod_phase("first", ["Running"], namespace, timeout=60)
 
     # a second pod on the same (already allocated) claim: its container is created from the rebuilt spec
-    kube.create(gpu_pod("second", "env | sort; echo READY; exec sleep 3600", claim="shared-2g", restart="Always"),
-                namespace)  # fmt: skip
+    second = busybox_pod("second", "env | sort; echo READY; exec sleep 3600", claim="shared-2g", restart="Always")
+    kube.create(second, namespace)
     cluster.wait_pod_phase("second", ["Running"], namespace, timeout=120)
     assert claim_uid in hami_plugin.cdi_spec_uids()
     log = cluster.wait_pod_log("second", r"^READY$", "main", namespace)

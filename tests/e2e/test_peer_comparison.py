@@ -29,15 +29,8 @@ import os
 
 import pytest
 from cluster import DRIVER, Cluster, HamiPlugin, wait_for
-from peer import (
-    EXAMPLE_DRIVER,
-    BurstResult,
-    ExampleDriverPlugin,
-    claim_template,
-    clean_up_burst,
-    example_device_class,
-    run_burst,
-)
+from e2e_objects import claim_template
+from peer import EXAMPLE_DRIVER, BurstResult, ExampleDriverPlugin, clean_up_burst, example_device_class, run_burst
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +81,7 @@ def _run_hami(cluster: Cluster, plugin: HamiPlugin, namespace: str) -> BurstResu
     saved_profile = plugin.profile
     try:
         _switch_profile(plugin, HAMI_PROFILE, HAMI_GPUS)
-        result = _report(run_burst(cluster, namespace, DRIVER, claim_template("hami-burst", DRIVER, HAMI_CLAIM), PODS))
+        result = _report(run_burst(cluster, namespace, DRIVER, claim_template("hami-burst", **HAMI_CLAIM), PODS))
         clean_up_burst(cluster, namespace, result, cluster.cdi_dir)
     finally:  # later tests expect the session's plugin as it was
         _switch_profile(plugin, saved_profile, 2 if saved_profile == "t4x2" else HAMI_GPUS)
@@ -101,7 +94,7 @@ def _run_example(cluster: Cluster, namespace: str) -> BurstResult:
     example = ExampleDriverPlugin(cluster, EXAMPLE_GPUS, qps=EXAMPLE_QPS, burst=EXAMPLE_BURST)
     try:
         example.start()
-        template = claim_template("example-burst", EXAMPLE_DRIVER)
+        template = claim_template("example-burst", device_class=EXAMPLE_DRIVER)
         result = _report(run_burst(cluster, namespace, EXAMPLE_DRIVER, template, PODS))
         clean_up_burst(cluster, namespace, result, cluster.cdi_dir)
     finally:

@@ -15,12 +15,10 @@ from typing import Any
 
 import pytest
 from cluster import DRIVER, REPO_ROOT, Cluster, Component, HamiPlugin, free_port, wait_for
-from e2e_images import BUSYBOX_IMAGE
+from e2e_objects import CLAIMS_API, GATE, allocated_claim, busybox_pod, claim_template
 
 pytestmark = pytest.mark.e2e
 
-GATE = f"{DRIVER}/allocation"
-CLAIMS_API = "/apis/resource.k8s.io/v1"
 CONDITION = "DraHamiAllocated"
 A100_MEMORY_GI = 40
 
@@ -109,52 +107,10 @@ def controller(cluster: Cluster, four_gpus: HamiPlugin):
 # ----------------------------------------------------------------------------------------------- objects
 
 
-def claim_template(name: str, memory: str, cores: int) -> dict[str, Any]:
-    request = {"deviceClassName": DRIVER, "capacity": {"requests": {"memory": memory, "cores": str(cores)}}}
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": name},
-        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": request}]}}},
-    }
-
-
 def gated_pod(name: str, template: str, policy: str | None = None) -> dict[str, Any]:
-    annotations = {"hami.io/node-scheduler-policy": policy, "hami.io/gpu-scheduler-policy": policy} if policy else {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {
-            "schedulingGates": [{"name": GATE}],  # what the webhook adds in policy mode
-            "hostNetwork": True,  # there is no pod network
-            "automountServiceAccountToken": False,
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": BUSYBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", "echo READY; exec sleep 3600"],
-                    "resources": {"claims": [{"name": "gpu"}]},
-                }
-            ],
-            "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": template}],
-        },
-    }
-
-
-def claim_of(cluster: Cluster, pod_name: str, namespace: str) -> dict[str, Any]:
-    def get() -> dict[str, Any] | None:
-        statuses = (cluster.pod(pod_name, namespace) or {}).get("status", {}).get("resourceClaimStatuses") or []
-        if not statuses or not statuses[0].get("resourceClaimName"):
-            return None
-        name = statuses[0]["resourceClaimName"]
-        claim = cluster.kube.get_or_none(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims/{name}")
-        return claim if claim and claim.get("status", {}).get("allocation") else None
-
-    return wait_for(get, 60, f"the allocated claim of pod {namespace}/{pod_name}")
+    """A pod with the gate the webhook adds in policy mode; ``policy`` goes into both HAMi policy annotations."""
+    annotations = {"hami.io/node-scheduler-policy": policy, "hami.io/gpu-scheduler-policy": policy} if policy else None
+    return busybox_pod(name, template=template, gate=GATE, annotations=annotations)
 
 
 def _run_pair(cluster: Cluster, namespace: str, policy: str) -> list[dict[str, Any]]:
@@ -166,7 +122,7 @@ def _run_pair(cluster: Cluster, namespace: str, policy: str) -> list[dict[str, A
         pod = cluster.wait_pod_phase(f"{policy}-{name}", ["Running"], namespace, timeout=120)
         assert pod["spec"]["nodeName"] == cluster.node_name
         assert not pod["spec"].get("schedulingGates"), pod["spec"]
-        claims.append(claim_of(cluster, f"{policy}-{name}", namespace))
+        claims.append(allocated_claim(cluster, f"{policy}-{name}", namespace))
     for claim in claims:
         alloc = claim["status"]["allocation"]
         (result,) = alloc["devices"]["results"]

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from cluster import REPO_ROOT, Cluster, HamiPlugin, load_manifests, wait_for
-from test_policy_mode import CLAIMS_API, CONDITION, GATE, Controller, claim_template, gated_pod
+from e2e_objects import CLAIMS_API, GATE, claim_template
+from test_policy_mode import CONDITION, Controller, gated_pod
 
 pytestmark = pytest.mark.e2e
 
