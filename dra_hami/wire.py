@@ -43,6 +43,9 @@ ENV_LOG_LEVEL = "LIBCUDA_LOG_LEVEL"
 ENV_OOM_POLICY = "VGPU_OOM_POLICY"
 
 SHARED_CACHE_FILE = "vgpu.cache"
+# The claim's variables again, one NAME=VALUE per line, in the claim's directory: libvgpu reads them when a
+# process has none of them (su -, ssh, env -i), so such a session keeps the claim's limits (HAMi#1090).
+CLAIM_ENV_FILE = "vgpu.env"
 CONTAINER_VGPU_DIR = "/usr/local/vgpu"
 CONTAINER_LIBVGPU_PATH = "/usr/local/vgpu/libvgpu.so"
 CONTAINER_PRELOAD_PATH = "/etc/ld.so.preload"

@@ -104,6 +104,16 @@ def build_spec(
     return spec, prepared
 
 
+def claim_env_file(spec: dict[str, Any]) -> str:
+    """The claim's ``vgpu.env``: every variable its CDI spec sets in a container, one NAME=VALUE per line."""
+    namespace, name = claim_identity(spec)
+    edits = [device.get("containerEdits") or {} for device in spec.get("devices") or []]
+    edits.append(spec.get("containerEdits") or {})
+    entries = [entry for edit in edits for entry in edit.get("env") or []]
+    header = f"# dra-hami: the variables of claim {namespace}/{name}, for processes that did not inherit them\n"
+    return header + "".join(f"{entry}\n" for entry in entries)
+
+
 def claim_identity(spec: dict[str, Any]) -> tuple[str, str]:
     """(namespace, name) of the claim a spec was written for, or ('', '') if it does not say."""
     for entry in (spec.get("containerEdits") or {}).get("env") or []:

@@ -19,7 +19,7 @@ from typing import Protocol
 from cdi import atomic_write
 from dra_hami import wire
 from dra_hami.kube.client import ApiError, KubeApi
-from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_identity
+from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_env_file, claim_identity
 from dra_hami.plugin.checkpoint import Checkpoint, CheckpointError, CheckpointTooNew, ClaimRecord, ClaimState
 from dra_hami.plugin.claim import ClaimError, NodeDevice, read_allocation
 
@@ -150,13 +150,13 @@ class PluginState:
         try:
             if record.boot_id != self._boot_id:
                 # No process of the previous boot is alive: its usage in the shared region is void.
-                self._reset_claim_dir(claim.uid)
+                self._reset_claim_dir(record)
                 self._specs.write(claim.uid, record.spec)
                 with self._lock:
                     record.boot_id = self._boot_id
                 self._persist()
             else:
-                self._ensure_claim_dir(claim.uid)
+                self._ensure_claim_dir(record)
                 if not self._specs.holds(claim.uid, record.spec):
                     self._specs.write(claim.uid, record.spec)  # heals a wiped or damaged CDI dir
         except OSError as err:
@@ -209,7 +209,7 @@ class PluginState:
         written = []
         for record in planned:
             try:
-                self._reset_claim_dir(record.uid)
+                self._reset_claim_dir(record)
                 self._specs.write(record.uid, record.spec or {})
             except (OSError, ValueError) as err:
                 try:
@@ -317,16 +317,23 @@ class PluginState:
             locks = [self._claim_locks.setdefault(uid, threading.Lock()) for uid in sorted(set(uids))]
         return _ClaimLocks(locks)
 
-    def _ensure_claim_dir(self, claim_uid: str) -> None:
-        path = self._settings.claim_dir(claim_uid)
+    def _ensure_claim_dir(self, record: ClaimRecord) -> None:
+        path = self._settings.claim_dir(record.uid)
         if not path.is_dir():
-            self._reset_claim_dir(claim_uid)
+            self._reset_claim_dir(record)
+        elif not (path / wire.CLAIM_ENV_FILE).is_file():
+            self._write_claim_env(record)  # a claim prepared by a plugin version that did not write it
 
-    def _reset_claim_dir(self, claim_uid: str) -> None:
-        path: Path = self._settings.claim_dir(claim_uid)
+    def _reset_claim_dir(self, record: ClaimRecord) -> None:
+        path: Path = self._settings.claim_dir(record.uid)
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         path.chmod(0o777)  # containers of any UID sharing the claim must open the region read-write
+        self._write_claim_env(record)
+
+    def _write_claim_env(self, record: ClaimRecord) -> None:
+        text = claim_env_file(record.spec or {})
+        atomic_write(self._settings.claim_dir(record.uid) / wire.CLAIM_ENV_FILE, text.encode(), mode=0o444)
 
     def _persist(self) -> None:
         """Make every change made so far durable; concurrent callers share one write (group commit)."""

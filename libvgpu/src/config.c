@@ -3,6 +3,7 @@
 #endif
 #include "config.h"
 
+#include "claim_env.h"
 #include "log.h"
 #include "size.h"
 
@@ -319,7 +320,18 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
 
 static void config_once(void)
 {
-    vgpu_config_parse(&vgpu_config_g, environ);
+    const char *claims_dir = getenv(VGPU_CLAIMS_DIR_ENV);
+    if (claims_dir == NULL || *claims_dir == '\0')
+        claims_dir = VGPU_CLAIMS_DIR_DEFAULT;
+    bool failed = false;
+    char *const *env = vgpu_claim_env(environ, claims_dir, &failed);
+    vgpu_config_parse(&vgpu_config_g, env);
+    if (env != environ)
+        vgpu_info("no claim variables in the environment: using the claim files in %s", claims_dir);
+    if (failed) {
+        /* a claim's limits are unknown: no GPU is left unlimited (UUID mode gives unlisted GPUs 0) */
+        vgpu_config_g.uuid_mode = true;
+    }
     atomic_store_explicit(&vgpu_config_ready, true, memory_order_release);
 }
 

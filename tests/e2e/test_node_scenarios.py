@@ -172,7 +172,9 @@ def test_libvgpu_caps_device_memory_in_a_scheduled_pod(
 ) -> None:
     """The scheduler allocates 4Gi/30 cores of a T4; in the container, /etc/ld.so.preload (mounted by our CDI spec)
     loads the real libvgpu into the dynamically linked `alloc`, which then sees a 4Gi GPU and gets OOM on its
-    second 3Gi allocation. The fake driver shows the claim's GPU under the UUID the plugin published."""
+    second 3Gi allocation. The fake driver shows the claim's GPU under the UUID the plugin published. A process
+    started without the container's environment (as by su -, ssh or env -i) gets the same cap from the claim's
+    vgpu.env (HAMi#1090)."""
     kube = cluster.kube
     kube.create(claim_template("slice-4g-30", "4Gi", 30), namespace)
     script = (
@@ -180,12 +182,15 @@ def test_libvgpu_caps_device_memory_in_a_scheduled_pod(
         "uuid=$(env | sed -n 's/^VGPU_DEVICE_LIMIT_[^=]*=\\(GPU-[^,]*\\),.*/\\1/p' | head -n1); "
         "echo uuid=$uuid; echo preload=$(cat /etc/ld.so.preload); "
         "FAKE_CUDA_UUIDS=$uuid alloc --size=3221225472 --count=2; echo exit=$?; "
+        "env -i PATH=$PATH LD_LIBRARY_PATH=$LD_LIBRARY_PATH FAKE_CUDA_DEVICE_COUNT=1 FAKE_CUDA_MEMORY=15Gi "
+        "FAKE_CUDA_UUIDS=$uuid alloc --size=3221225472 --count=2 > /tmp/bare.out; bare_exit=$?; "
+        "sed 's/^/bare_/' /tmp/bare.out; echo bare_exit=$bare_exit; "
         "exec sleep 3600"  # keep the pod (and its claim) until the test has read the allocation
     )
     env = {"LD_LIBRARY_PATH": FAKE_LIB_DIR, "FAKE_CUDA_DEVICE_COUNT": "1", "FAKE_CUDA_MEMORY": "15Gi"}
     kube.create(busybox_pod("alloc", script, template="slice-4g-30", image=alloc_image, env=env), namespace)
     cluster.wait_pod_phase("alloc", ["Running"], namespace, timeout=180)
-    log = cluster.wait_pod_log("alloc", r"^exit=\d+$", "main", namespace, timeout=60)
+    log = cluster.wait_pod_log("alloc", r"^bare_exit=\d+$", "main", namespace, timeout=60)
     out = dict(line.split("=", 1) for line in log.splitlines() if "=" in line)
 
     # the UUID the container was given is the one our ResourceSlice publishes for the allocated device
@@ -203,6 +208,11 @@ def test_libvgpu_caps_device_memory_in_a_scheduled_pod(
     assert out.get("info_free_during") == str(1 * GiB), log
     assert out.get("result") == "CUDA_ERROR_OUT_OF_MEMORY", log
     assert out.get("exit") == "3", log
+
+    # without any of the container's variables, the claim's vgpu.env gives the same cap
+    assert out.get("bare_total_mem") == str(4 * GiB), log
+    assert out.get("bare_count") == "1" and out.get("bare_result") == "CUDA_ERROR_OUT_OF_MEMORY", log
+    assert out.get("bare_exit") == "3", log
 
 
 def test_pods_share_gpus_and_a_deleted_pod_frees_its_share(

@@ -10,8 +10,12 @@
  *   07 GPU_CORE_UTILIZATION_POLICY=   08 CUDA_TASK_PRIORITY=           09 VGPU_OOM_POLICY=
  *   0a CUDA_DISABLE_CONTROL=          0b CUDA_DEVICE_MEMORY_SHARED_CACHE=  0c VGPU_TEST_STALL_IN_LOCK=
  *
- * fuzz-sources: config.c size.c log.c
+ * The same bytes are also read as a claim file (claim_env.c: vgpu_claim_env_lines), whose lines
+ * must all be NAME=VALUE with a non-empty name, and parsed again.
+ *
+ * fuzz-sources: config.c claim_env.c size.c log.c
  */
+#include "claim_env.h"
 #include "config.h"
 #include "log.h"
 #include "size.h"
@@ -266,5 +270,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     for (size_t i = 0; i < n; i++)
         free(lines[i]);
+
+    /* the input as a claim file */
+    char *text = malloc(size + 1);
+    if (text == NULL)
+        return 0;
+    if (size)
+        memcpy(text, data, size);
+    text[size] = '\0';
+    char *file_lines[MAX_LINES + 1];
+    size_t k = vgpu_claim_env_lines(text, "fuzz", file_lines, MAX_LINES);
+    REQUIRE(k <= MAX_LINES);
+    for (size_t i = 0; i < k; i++) {
+        const char *eq = strchr(file_lines[i], '=');
+        REQUIRE(eq != NULL && eq != file_lines[i] && file_lines[i][0] != '#');
+        REQUIRE(strchr(file_lines[i], '\n') == NULL);
+        REQUIRE(file_lines[i] >= text && file_lines[i] < text + size);
+    }
+    file_lines[k] = NULL;
+    vgpu_config_parse(&cfg, file_lines);
+    REQUIRE(cfg.n_uuid <= VGPU_MAX_UUID_ENTRIES);
+    free(text);
     return 0;
 }

@@ -1,4 +1,5 @@
 #include "check.h"
+#include "claim_env.h"
 #include "config.h"
 
 #include <string.h>
@@ -100,6 +101,25 @@ int main(void)
         CHECK(cfg.policy == VGPU_POLICY_DISABLE && cfg.disabled && cfg.log_level == 0);
     }
     CHECK(vgpu_uuid_equal("GPU-ABCD", "abcd") && !vgpu_uuid_equal("GPU-ab", "GPU-abc"));
+
+    /* claim files (claim_env.c): which variables make the environment a claim's, and the lines */
+    {
+        char *plain[] = {"PATH=/bin", "CUDA_VISIBLE_DEVICES=0", "LIBCUDA_LOG_LEVEL=4", NULL};
+        char *indexed[] = {"PATH=/bin", "CUDA_DEVICE_SM_LIMIT_3=20", NULL};
+        char *listed[] = {"VGPU_DEVICE_LIMIT_ab_0=GPU-1,1,0", NULL};
+        char *cache[] = {"CUDA_DEVICE_MEMORY_SHARED_CACHE=/x", NULL};
+        CHECK(!vgpu_env_has_claim_vars(plain) && !vgpu_env_has_claim_vars(NULL));
+        CHECK(vgpu_env_has_claim_vars(indexed) && vgpu_env_has_claim_vars(listed) &&
+              vgpu_env_has_claim_vars(cache));
+        char text[] = "# comment\n\nA=1\r\n=nameless\nno equals\nB=x=y\nC=";
+        char *out[8];
+        size_t n = vgpu_claim_env_lines(text, "test", out, 8);
+        CHECK(n == 3 && strcmp(out[0], "A=1") == 0 && strcmp(out[1], "B=x=y") == 0 && strcmp(out[2], "C=") == 0);
+        char two[] = "A=1\nB=2\nC=3\n";
+        CHECK(vgpu_claim_env_lines(two, "test", out, 2) == 2); /* at most max, the rest logged */
+        char empty[] = "";
+        CHECK(vgpu_claim_env_lines(empty, "test", out, 8) == 0);
+    }
 
     /* Regression table (found by src/tests/fuzz_env.c): fields of VGPU_DEVICE_LIMIT_* were cut to
      * fixed buffers, so a valid memory field longer than 63 characters ("000...01g") was read as

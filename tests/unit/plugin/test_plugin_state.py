@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from plugin_factories import DRIVER, NODE, claim, result
 
+from dra_hami import wire
 from dra_hami.kube.client import ApiError
-from dra_hami.plugin.cdi_spec import CdiSettings
+from dra_hami.plugin.cdi_spec import CONTAINER_CLAIMS_DIR, CdiSettings
 from dra_hami.plugin.checkpoint import Checkpoint, ClaimState
 from dra_hami.plugin.state import ClaimRef, PluginState
 
@@ -220,3 +221,41 @@ def test_group_commit_failure_reaches_the_callers_and_is_retried():
         commit.wait_durable()
     commit.wait_durable()
     assert len(attempts) == 2
+
+
+def _claim_env(settings, uid) -> list[str]:
+    text = (settings.claim_dir(uid) / "vgpu.env").read_text()
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_claim_dir_holds_the_claims_variables_for_sessions_without_them(env):
+    """HAMi#1090: su -, ssh or env -i sessions read the claim's limits from <claim dir>/vgpu.env."""
+    api, specs, settings, make = env
+    ref = api.add(claim([result()]))
+    make().prepare([ref])
+    spec = specs.files[ref.uid]
+    want = [*spec["devices"][0]["containerEdits"]["env"], *spec["containerEdits"]["env"]]
+    assert _claim_env(settings, ref.uid) == want
+    assert any(v.startswith("VGPU_DEVICE_LIMIT_") for v in want)
+    assert any(v.startswith("CUDA_DEVICE_MEMORY_SHARED_CACHE=/usr/local/vgpu/claims/") for v in want)
+
+
+def test_reprepare_restores_a_missing_claim_env_file(env):
+    api, _specs, settings, make = env
+    ref = api.add(claim([result()]))
+    state = make()
+    state.prepare([ref])
+    env_file = settings.claim_dir(ref.uid) / "vgpu.env"
+    want = env_file.read_text()
+    region = settings.claim_dir(ref.uid) / "vgpu.cache"
+    region.write_bytes(b"live usage")
+    env_file.unlink()  # e.g. prepared by a plugin version that did not write it
+    assert state.prepare([ref])[ref.uid].error == ""
+    assert env_file.read_text() == want and region.read_bytes() == b"live usage"
+
+
+def test_claim_file_names_match_libvgpu():
+    """The plugin writes where libvgpu looks: same file name, same container directory."""
+    header = (Path(__file__).resolve().parents[3] / "libvgpu" / "src" / "claim_env.h").read_text()
+    assert f'#define VGPU_CLAIM_ENV_FILE "{wire.CLAIM_ENV_FILE}"' in header
+    assert f'#define VGPU_CLAIMS_DIR_DEFAULT "{CONTAINER_CLAIMS_DIR}"' in header
