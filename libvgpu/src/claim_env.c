@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_CLAIMS 64
@@ -115,11 +114,15 @@ char *const *vgpu_claim_env(char *const *envp, const char *claims_dir, bool *fai
         if (d->d_name[0] == '.')
             continue;
         if (n_names == MAX_CLAIMS) {
-            vgpu_error("more than %d claim directories in %s; the rest are ignored", MAX_CLAIMS, claims_dir);
+            vgpu_error("more than %d claim directories in %s; every GPU gets a 0 memory limit", MAX_CLAIMS,
+                       claims_dir);
+            *failed = true;
             break;
         }
         if ((names[n_names] = strdup(d->d_name)) != NULL)
             n_names++;
+        else
+            *failed = true; /* out of memory: that claim's limits would be lost */
     }
     closedir(dir);
     qsort(names, n_names, sizeof names[0], by_name);
@@ -134,10 +137,14 @@ char *const *vgpu_claim_env(char *const *envp, const char *claims_dir, bool *fai
         char path[4096];
         int len = snprintf(path, sizeof path, "%s/%s/%s", claims_dir, names[i], VGPU_CLAIM_ENV_FILE);
         free(names[i]);
-        struct stat st;
-        if (len < 0 || (size_t)len >= sizeof path || stat(path, &st) != 0)
-            continue; /* a directory without the file is not a claim of ours */
+        if (len < 0 || (size_t)len >= sizeof path) {
+            vgpu_error("claim path under %s too long; every GPU gets a 0 memory limit", claims_dir);
+            *failed = true;
+            continue;
+        }
         char *buf = lines != NULL ? read_small_file(path) : NULL;
+        if (buf == NULL && lines != NULL && (errno == ENOENT || errno == ENOTDIR))
+            continue; /* a directory without the file is not a claim of ours */
         if (buf == NULL) {
             vgpu_error("cannot read %s (%s): this process has no environment of its claims, so every GPU "
                        "gets a 0 memory limit (every allocation refused)",
