@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster import REPO_ROOT, ApiError, Cluster, Component, HarnessError, free_port, wait_for
+from cluster import REPO_ROOT, ApiError, Cluster, Component, HarnessError, Kube, free_port, wait_for
 from e2e_objects import busybox_pod, claim_template
 from examples_support import example_objects, our_allocated_claims
 
@@ -49,32 +49,11 @@ GATE = f"{DRIVER}/allocation"  # not e2e_objects.GATE: that one is the session d
 RESOURCE_API = "/apis/resource.k8s.io/v1"
 QUOTA_API = "/apis/dra-hami.project-hami.io/v1alpha1"
 THIRD_PARTY_KINDS = {"ServiceMonitor", "Certificate", "Issuer"}  # no such CRDs on this cluster
-# REST collection of every kind the chart renders: (API prefix, plural, namespaced).
-KINDS = {
-    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
-    "Secret": ("/api/v1", "secrets", True),
-    "ConfigMap": ("/api/v1", "configmaps", True),  # the Grafana dashboard
-    "Service": ("/api/v1", "services", True),
-    "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
-    "Deployment": ("/apis/apps/v1", "deployments", True),
-    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
-    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
-    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
-    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
-    "DeviceClass": (RESOURCE_API, "deviceclasses", False),
-    "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
-    "MutatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False),
-    "ValidatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations",
-                                       False),
-}  # fmt: skip
 ENV = {"PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":"), "PYTHONUNBUFFERED": "1"}
 
 
 def object_path(obj: dict[str, Any], namespace: str) -> str:
-    prefix, plural, namespaced = KINDS[obj["kind"]]
-    ns = obj["metadata"].get("namespace") or namespace
-    base = f"{prefix}/namespaces/{ns}/{plural}" if namespaced else f"{prefix}/{plural}"
-    return f"{base}/{obj['metadata']['name']}"
+    return Kube.path_of(obj, obj["metadata"]["name"], obj["metadata"].get("namespace") or namespace)
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
