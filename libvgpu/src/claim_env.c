@@ -17,24 +17,6 @@
 
 static char **g_merged; /* the last merged environment: lives as long as the configuration using it */
 
-static bool starts_with(const char *s, const char *prefix)
-{
-    return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-bool vgpu_env_has_claim_vars(char *const *envp)
-{
-    for (char *const *e = envp; e != NULL && *e != NULL; e++) {
-        const char *s = *e;
-        if (s[0] != 'C' && s[0] != 'V')
-            continue;
-        if (starts_with(s, "CUDA_DEVICE_MEMORY_SHARED_CACHE=") || starts_with(s, "CUDA_DEVICE_MEMORY_LIMIT") ||
-            starts_with(s, "CUDA_DEVICE_SM_LIMIT") || starts_with(s, "VGPU_DEVICE_LIMIT_"))
-            return true;
-    }
-    return false;
-}
-
 size_t vgpu_claim_env_lines(char *buf, const char *source, char **out, size_t max)
 {
     size_t n = 0;
@@ -103,8 +85,6 @@ static int by_name(const void *a, const void *b)
 char *const *vgpu_claim_env(char *const *envp, const char *claims_dir, bool *failed)
 {
     *failed = false;
-    if (vgpu_env_has_claim_vars(envp))
-        return envp;
     DIR *dir = opendir(claims_dir);
     if (dir == NULL)
         return envp; /* not in a container of ours, or no claim: nothing to stand in */

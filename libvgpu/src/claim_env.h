@@ -16,18 +16,15 @@
 #define VGPU_CLAIM_ENV_FILE "vgpu.env"
 #define VGPU_CLAIM_ENV_MAX (64 * 1024) /* a claim's file is a few hundred bytes */
 
-/* Whether envp sets any claim variable (limits, SM caps, UUID limits, the shared region path). */
-bool vgpu_env_has_claim_vars(char *const *envp);
-
 /* Splits buf (NUL-terminated, modified in place) into its NAME=VALUE lines, stored in out[0..max):
  * blank lines and '#' comments are skipped, a trailing CR is dropped, and a line without '=' or
  * with an empty name is logged (with SOURCE) and skipped.  Returns the number stored. */
 size_t vgpu_claim_env_lines(char *buf, const char *source, char **out, size_t max);
 
-/* envp itself when it holds claim variables or there are no claim files; otherwise a new
- * NULL-terminated array (kept for the life of the process): envp's entries, then those of every
- * claim file under claims_dir in name order.  *failed is set when a claim file exists but cannot
- * be read whole: the caller then fails closed. */
+/* For an envp without claim variables (config.c decides, vgpu_env_has_claim_vars): envp itself
+ * when there are no claim files; otherwise a new NULL-terminated array (kept for the life of the
+ * process): envp's entries, then those of every claim file under claims_dir in name order.
+ * *failed is set when a claim file exists but cannot be read whole: the caller then fails closed. */
 char *const *vgpu_claim_env(char *const *envp, const char *claims_dir, bool *failed);
 
 #endif

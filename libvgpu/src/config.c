@@ -32,6 +32,7 @@ enum {
     E_MEM,
     E_SM,
     E_STALL,
+    E_CLAIMS_DIR,
     E_NAMED,
 };
 
@@ -45,12 +46,14 @@ static const char *const g_names[E_NAMED] = {
     [E_MEM] = "CUDA_DEVICE_MEMORY_LIMIT",
     [E_SM] = "CUDA_DEVICE_SM_LIMIT",
     [E_STALL] = "VGPU_TEST_STALL_IN_LOCK",
+    [E_CLAIMS_DIR] = VGPU_CLAIMS_DIR_ENV,
 };
 
 struct env_view {
     const char *named[E_NAMED];
     const char *mem_index[VGPU_MAX_DEVICES];
     const char *sm_index[VGPU_MAX_DEVICES];
+    bool claim_vars; /* any variable a claim's CDI spec sets: limits, SM caps, UUID limits, region path */
 };
 
 /* "_<i>" with i in canonical decimal (what "%d" prints) and < VGPU_MAX_DEVICES, up to NAME_END:
@@ -83,15 +86,22 @@ static void env_scan(char *const *envp, struct env_view *v)
         if (eq == NULL)
             continue;
         size_t n = (size_t)(eq - s);
+        static const char uuid_limit[] = "VGPU_DEVICE_LIMIT_";
+        static const char mem[] = "CUDA_DEVICE_MEMORY_LIMIT", sm[] = "CUDA_DEVICE_SM_LIMIT";
+        /* a claim's variables, by prefix (even a malformed index is the claim's, not "none") */
+        if (strncmp(s, uuid_limit, sizeof uuid_limit - 1) == 0 || strncmp(s, mem, sizeof mem - 1) == 0 ||
+            strncmp(s, sm, sizeof sm - 1) == 0)
+            v->claim_vars = true;
         for (int k = 0; k < E_NAMED; k++) {
             size_t kn = strlen(g_names[k]);
             if (kn == n && memcmp(s, g_names[k], n) == 0) {
                 if (v->named[k] == NULL)
                     v->named[k] = eq + 1;
+                if (k == E_CACHE)
+                    v->claim_vars = true;
                 goto next;
             }
         }
-        static const char mem[] = "CUDA_DEVICE_MEMORY_LIMIT", sm[] = "CUDA_DEVICE_SM_LIMIT";
         if (n > sizeof mem - 1 && memcmp(s, mem, sizeof mem - 1) == 0) {
             int i = index_suffix(s + sizeof mem - 1, eq);
             if (i >= 0 && v->mem_index[i] == NULL)
@@ -235,15 +245,21 @@ static int parse_policy(const char *v)
     return VGPU_POLICY_DEFAULT;
 }
 
-void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
+bool vgpu_env_has_claim_vars(char *const *envp)
+{
+    struct env_view ev;
+    env_scan(envp, &ev);
+    return ev.claim_vars;
+}
+
+/* The configuration from envp, already scanned into *ev. */
+static void parse_view(struct vgpu_config *cfg, char *const *envp, const struct env_view *ev)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->priority = 1;
     cfg->log_level = VGPU_LOG_ERROR;
-    struct env_view ev;
-    env_scan(envp, &ev);
 
-    const char *v = ev.named[E_LOG_LEVEL];
+    const char *v = ev->named[E_LOG_LEVEL];
     if (v != NULL && *v != '\0') {
         uint64_t lv;
         if (vgpu_parse_uint(v, &lv))
@@ -253,10 +269,10 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
     }
     vgpu_log_set_level(cfg->log_level);
 
-    cfg->disabled = env_true(ev.named[E_DISABLE]);
-    cfg->policy = parse_policy(ev.named[E_POLICY]);
+    cfg->disabled = env_true(ev->named[E_DISABLE]);
+    cfg->policy = parse_policy(ev->named[E_POLICY]);
 
-    v = ev.named[E_OOM];
+    v = ev->named[E_OOM];
     if (v != NULL && *v != '\0') {
         if (strcasecmp(v, "kill") == 0)
             cfg->oom_policy = VGPU_OOM_KILL;
@@ -264,7 +280,7 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
             vgpu_error("invalid VGPU_OOM_POLICY=\"%s\": expected error or kill; using error", v);
     }
 
-    v = ev.named[E_PRIORITY];
+    v = ev->named[E_PRIORITY];
     if (v != NULL && *v != '\0') {
         uint64_t p;
         if (vgpu_parse_uint(v, &p) && p <= 1)
@@ -273,28 +289,28 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
             vgpu_error("invalid CUDA_TASK_PRIORITY=\"%s\": expected 0 (high) or 1 (low); using 1", v);
     }
 
-    v = ev.named[E_CACHE];
+    v = ev->named[E_CACHE];
     cfg->shared_cache = (v != NULL && *v != '\0') ? v : NULL;
 
-    v = ev.named[E_MEM];
+    v = ev->named[E_MEM];
     if (v != NULL)
         parse_mem("CUDA_DEVICE_MEMORY_LIMIT", v, &cfg->mem_global);
-    v = ev.named[E_SM];
+    v = ev->named[E_SM];
     if (v != NULL)
         cfg->sm_global = parse_sm("CUDA_DEVICE_SM_LIMIT", v);
     for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
-        if (ev.mem_index[i] == NULL && ev.sm_index[i] == NULL)
+        if (ev->mem_index[i] == NULL && ev->sm_index[i] == NULL)
             continue;
         char name[64];
-        if (ev.mem_index[i] != NULL) {
+        if (ev->mem_index[i] != NULL) {
             snprintf(name, sizeof name, "CUDA_DEVICE_MEMORY_LIMIT_%d", i);
             cfg->mem_index_present[i] = true;
-            parse_mem(name, ev.mem_index[i], &cfg->mem_index[i]);
+            parse_mem(name, ev->mem_index[i], &cfg->mem_index[i]);
         }
-        if (ev.sm_index[i] != NULL) {
+        if (ev->sm_index[i] != NULL) {
             snprintf(name, sizeof name, "CUDA_DEVICE_SM_LIMIT_%d", i);
             cfg->sm_index_present[i] = true;
-            cfg->sm_index[i] = parse_sm(name, ev.sm_index[i]);
+            cfg->sm_index[i] = parse_sm(name, ev->sm_index[i]);
         }
     }
 
@@ -315,19 +331,31 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
         parse_uuid_entry(cfg, name, eq + 1);
     }
 
-    cfg->test_stall_in_lock = env_true(ev.named[E_STALL]);
+    cfg->test_stall_in_lock = env_true(ev->named[E_STALL]);
+}
+
+void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
+{
+    struct env_view ev;
+    env_scan(envp, &ev);
+    parse_view(cfg, envp, &ev);
 }
 
 static void config_once(void)
 {
-    const char *claims_dir = getenv(VGPU_CLAIMS_DIR_ENV);
+    struct env_view ev;
+    env_scan(environ, &ev);
+    bool failed = false;
+    const char *claims_dir = ev.named[E_CLAIMS_DIR];
     if (claims_dir == NULL || *claims_dir == '\0')
         claims_dir = VGPU_CLAIMS_DIR_DEFAULT;
-    bool failed = false;
-    char *const *env = vgpu_claim_env(environ, claims_dir, &failed);
-    vgpu_config_parse(&vgpu_config_g, env);
-    if (env != environ)
+    char *const *env = ev.claim_vars ? environ : vgpu_claim_env(environ, claims_dir, &failed);
+    if (env == environ) {
+        parse_view(&vgpu_config_g, environ, &ev); /* an ordinary process: one pass over its environment */
+    } else {
+        vgpu_config_parse(&vgpu_config_g, env);
         vgpu_info("no claim variables in the environment: using the claim files in %s", claims_dir);
+    }
     if (failed) {
         /* a claim's limits are unknown: no GPU is left unlimited (UUID mode gives unlisted GPUs 0) */
         vgpu_config_g.uuid_mode = true;

@@ -68,6 +68,10 @@ static inline const struct vgpu_config *vgpu_config_get(void)
 /* Parses into *cfg from an explicit environment array (used by the unit tests). */
 void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp);
 
+/* Whether envp sets any variable of a claim's CDI spec (limits, SM caps, UUID limits, the shared
+ * region path); without one, the claim files stand in (claim_env.h). */
+bool vgpu_env_has_claim_vars(char *const *envp);
+
 /* Limits for a device, given its CUDA ordinal and its UUID string ("GPU-..."; may be NULL when
  * unknown).  Returns the memory limit and sets *cores (0 = no cap). */
 struct vgpu_mem_limit vgpu_config_device_limit(const struct vgpu_config *cfg, int ordinal,
