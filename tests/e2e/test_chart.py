@@ -40,6 +40,8 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "chart"))
 from chart_render import CHART, render, run_helm
 from test_chart_render import VALUE_SETS
 
+from dra_hami.cdi_store import ClaimSpecStore
+
 pytestmark = pytest.mark.e2e
 
 RELEASE = "chart-e2e"
@@ -260,8 +262,8 @@ def node_components(cluster: Cluster, release, tmp_path_factory):
     # The kubelet unprepares a deleted pod's claims after the pod object is gone: stop the plugin only once it
     # has, or this driver's CDI specs outlive it and later modules never see an idle node.
     with contextlib.suppress(HarnessError):  # a failed test may have left pods: its own failure says why
-        wait_for(lambda: not list(cluster.cdi_dir.glob(f"k8s.{DRIVER}-claim_*")), 90,
-                 f"the kubelet to unprepare the claims of {DRIVER}")  # fmt: skip
+        specs = ClaimSpecStore(cluster.cdi_dir, DRIVER)
+        wait_for(lambda: not specs.specs(), 90, f"the kubelet to unprepare the claims of {DRIVER}")
     stop(cluster, exporter)
     stop(cluster, plugin)
 
