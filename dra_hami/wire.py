@@ -42,6 +42,36 @@ ENV_TASK_PRIORITY = "CUDA_TASK_PRIORITY"
 ENV_LOG_LEVEL = "LIBCUDA_LOG_LEVEL"
 ENV_OOM_POLICY = "VGPU_OOM_POLICY"
 
+# Variables libvgpu reads besides the ones above (HAMi-core's names and our test/tuning knobs).
+ENV_DISABLE_CONTROL = "CUDA_DISABLE_CONTROL"  # honoured only by a test build of libvgpu
+ENV_MEMORY_LIMIT = "CUDA_DEVICE_MEMORY_LIMIT"
+ENV_SM_LIMIT = "CUDA_DEVICE_SM_LIMIT"
+
+# Every variable a workload could set to steer libvgpu, in ONE place: the webhook refuses pods that set
+# any of them (a container gets them only from its claims' CDI specs), and tests/libvgpu checks that
+# every name libvgpu's sources read is covered. libvgpu itself lets them only LOWER a claim's limits.
+CONTROL_ENV_NAMES = frozenset(
+    {
+        ENV_SHARED_CACHE,
+        ENV_CORE_POLICY,
+        ENV_TASK_PRIORITY,
+        ENV_LOG_LEVEL,
+        ENV_OOM_POLICY,
+        ENV_DISABLE_CONTROL,
+        ENV_MEMORY_LIMIT,
+        ENV_SM_LIMIT,
+    }
+)
+# CUDA_DEVICE_MEMORY_LIMIT_<i>, CUDA_DEVICE_SM_LIMIT_<i>, and every VGPU_* (VGPU_DEVICE_LIMIT_*,
+# VGPU_OOM_POLICY, VGPU_CLAIMS_DIR, VGPU_LIMITER_WINDOW_MS, VGPU_TEST_*).
+CONTROL_ENV_PREFIXES = (f"{ENV_MEMORY_LIMIT}_", f"{ENV_SM_LIMIT}_", "VGPU_")
+
+
+def is_control_env(name: str) -> bool:
+    """Whether an environment variable NAME steers libvgpu (a pod must not set it itself)."""
+    return name in CONTROL_ENV_NAMES or name.startswith(CONTROL_ENV_PREFIXES)
+
+
 SHARED_CACHE_FILE = "vgpu.cache"
 # The claim's variables again, one NAME=VALUE per line, in the claim's directory: libvgpu reads them when a
 # process has none of them (su -, ssh, env -i), so such a session keeps the claim's limits (HAMi#1090).
