@@ -7,13 +7,14 @@ deterministic as results.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import celpy
 import celpy.celtypes as ct
 from celpy.evaluation import CELEvalError
-from kubernetes.utils import parse_quantity
+
+from dra_hami.quantity import QuantityError, to_decimal
 
 from .errors import SelectorError
 from .model import Device, split_qualified
@@ -44,8 +45,8 @@ class CelQuantity:
 
 def _quantity(text: Any) -> CelQuantity:
     try:
-        return CelQuantity(parse_quantity(str(text)))
-    except (ValueError, TypeError, InvalidOperation):
+        return CelQuantity(to_decimal(str(text), "quantity"))
+    except QuantityError:
         raise CelFunctionError(f"quantity({str(text)!r}): not a valid quantity") from None
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils import parse_quantity
+from dra_hami.quantity import QuantityError, ceil_int, ceil_milli
 
 from .errors import ParseError
 
@@ -28,11 +27,9 @@ def quantity(value: Any, label: str, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise fail(label, path, f"{json.dumps(value)} is not a quantity")
     try:
-        parsed: Decimal = parse_quantity(value)
-    except (ValueError, TypeError, ArithmeticError):
-        raise fail(label, path, f"{json.dumps(value)} is not a quantity") from None
-    integral = int(parsed.to_integral_value(rounding="ROUND_CEILING"))
-    return integral
+        return ceil_int(value, "quantity")
+    except QuantityError as err:
+        raise fail(label, path, _reason(err)) from None
 
 
 def milli_quantity(value: Any, label: str, path: str) -> int:
@@ -40,10 +37,14 @@ def milli_quantity(value: Any, label: str, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise fail(label, path, f"{json.dumps(value)} is not a quantity")
     try:
-        parsed: Decimal = parse_quantity(value)
-    except (ValueError, TypeError, ArithmeticError):
-        raise fail(label, path, f"{json.dumps(value)} is not a quantity") from None
-    return int((parsed * 1000).to_integral_value(rounding="ROUND_CEILING"))
+        return ceil_milli(value, "quantity")
+    except QuantityError as err:
+        raise fail(label, path, _reason(err)) from None
+
+
+def _reason(err: QuantityError) -> str:
+    """The parser's message without its own field prefix (``fail`` names object and path)."""
+    return str(err).removeprefix("quantity: ")
 
 
 def mapping(value: Any, label: str, path: str) -> dict[str, Any]:

@@ -49,8 +49,9 @@ def test_bad_quantity_names_object_and_field():
     bad = claim("c1", request(memory="4Gx"))
     with pytest.raises(ParseError) as err:
         parse_claim(bad)
-    assert str(err.value) == (
-        'ResourceClaim default/c1: spec.devices.requests[0].exactly.capacity.requests[memory]: "4Gx" is not a quantity'
+    assert str(err.value).startswith(
+        "ResourceClaim default/c1: spec.devices.requests[0].exactly.capacity.requests[memory]: "
+        "'4Gx' is not a Kubernetes quantity; use a number with an optional suffix (Ki, Mi"
     )
 
 
