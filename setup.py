@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 def _codegen():
-    spec = importlib.util.spec_from_file_location("codegen", ROOT / "dra_hami/plugin/proto/codegen.py")
+    spec = importlib.util.spec_from_file_location("codegen", ROOT / "dra_hami/kubeletapi/codegen.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -22,7 +22,7 @@ import grpc
 
 from dra_hami import wire
 from dra_hami.demo.apiserver import FakeApiServer
-from dra_hami.plugin.proto import (
+from dra_hami.kubeletapi import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,

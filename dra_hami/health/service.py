@@ -8,8 +8,8 @@ import threading
 import time
 
 from dra_hami.health.tracker import DeviceHealth, HealthTracker
-from dra_hami.plugin.proto import dra_health_v1alpha1_pb2 as pb2
-from dra_hami.plugin.proto import dra_health_v1alpha1_pb2_grpc as pb2_grpc
+from dra_hami.kubeletapi import dra_health_v1alpha1_pb2 as pb2
+from dra_hami.kubeletapi import dra_health_v1alpha1_pb2_grpc as pb2_grpc
 
 log = logging.getLogger(__name__)
 

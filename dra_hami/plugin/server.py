@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from dra_hami.plugin.proto import (
+from dra_hami.kubeletapi import (
     dra_health_v1alpha1_pb2_grpc,
     dra_v1_pb2,
     dra_v1_pb2_grpc,

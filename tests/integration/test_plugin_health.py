@@ -14,8 +14,8 @@ import pytest
 from plugin_harness import DRIVER, NODE, PluginProcess
 
 from dra_hami.demo.apiserver import FakeApiServer
-from dra_hami.plugin.proto import dra_health_v1alpha1_pb2 as pb2
-from dra_hami.plugin.proto import dra_health_v1alpha1_pb2_grpc as pb2_grpc
+from dra_hami.kubeletapi import dra_health_v1alpha1_pb2 as pb2
+from dra_hami.kubeletapi import dra_health_v1alpha1_pb2_grpc as pb2_grpc
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 from dra_hami.discovery import FakeDiscovery
 from dra_hami.health.service import HealthService, response
 from dra_hami.health.tracker import REASON_XID, DeviceHealth, HealthTracker, Problem
-from dra_hami.plugin.proto import dra_health_v1alpha1_pb2 as pb2
+from dra_hami.kubeletapi import dra_health_v1alpha1_pb2 as pb2
 
 GPUS = FakeDiscovery.from_profile("t4x2").discover()
 

@@ -1,7 +1,8 @@
 """Compile the kubelet protos with grpcio-tools into importable ``*_pb2`` modules.
 
-Run at build time by ``setup.py`` (wheels and editable installs). The package root is the include path
-so the generated stubs import each other as ``dra_hami.plugin.proto.*``.
+Run at build time by ``setup.py`` (wheels and editable installs; ``python setup.py -q build_py`` in a clone).
+The package root is the include path so the generated stubs import each other as ``dra_hami.kubeletapi.*``.
+grpcio-tools is a build requirement only: nothing imports this module at run time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def generate(source_root: Path, out_root: Path) -> list[Path]:
     import grpc_tools
     from grpc_tools import protoc  # build-time dependency only
 
-    rel = PROTO_DIR.relative_to(PROTO_DIR.parents[2])
+    rel = PROTO_DIR.relative_to(PROTO_DIR.parents[1])
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     out_root.mkdir(parents=True, exist_ok=True)
     written = []
@@ -39,6 +40,6 @@ def generate(source_root: Path, out_root: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    root = PROTO_DIR.parents[2]
+    root = PROTO_DIR.parents[1]
     for path in generate(root, Path(sys.argv[1]) if len(sys.argv) > 1 else root):
         print(path)
