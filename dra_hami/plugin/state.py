@@ -8,12 +8,10 @@ and the next unprepare (or the sweep) undoes, so nothing is leaked and nothing h
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from cdi import atomic_write
@@ -22,6 +20,7 @@ from dra_hami.kube.client import ApiError, KubeApi
 from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_env_file, claim_identity
 from dra_hami.plugin.checkpoint import Checkpoint, CheckpointError, CheckpointTooNew, ClaimRecord, ClaimState
 from dra_hami.plugin.claim import ClaimError, NodeDevice, read_allocation
+from dra_hami.plugin.claim_dirs import ClaimDirs
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +73,13 @@ class PluginState:
         boot_id: str,
         require_libvgpu: bool = True,
         api_workers: int = 16,
+        claim_dirs: ClaimDirs | None = None,
     ):
         self._api = api
         self._pool = pool
         self._devices = devices
         self._settings = settings
+        self._dirs = claim_dirs or ClaimDirs(settings.vgpu_dir / "claims")
         self._specs = specs
         self._checkpoint = checkpoint
         self._boot_id = boot_id
@@ -251,7 +252,7 @@ class PluginState:
             return errors
 
     def _undo(self, claim_uid: str) -> None:
-        shutil.rmtree(self._settings.claim_dir(claim_uid), ignore_errors=True)
+        self._dirs.remove(claim_uid)
         self._specs.remove(claim_uid)  # on failure the record stays, so a retry or the sweep finishes
         with self._lock:
             known = self._records.pop(claim_uid, None) is not None
@@ -285,12 +286,15 @@ class PluginState:
                 if uid not in self._records:
                     self._specs.remove(uid)
                     report.orphan_specs.append(uid)
-        claims_root = self._settings.vgpu_dir / "claims"
-        for path in claims_root.iterdir() if claims_root.is_dir() else ():
-            with self._locked([path.name]):
-                if path.name not in self._records:
-                    shutil.rmtree(path, ignore_errors=True)
-                    report.orphan_dirs.append(path.name)
+        for name in self._dirs.names():
+            with self._locked([name]):
+                if name not in self._records:
+                    try:
+                        self._dirs.remove(name)
+                    except OSError as err:
+                        log.error("sweep: %s", err)
+                        continue
+                    report.orphan_dirs.append(name)
         if report.unprepared or report.orphan_specs or report.orphan_dirs:
             log.info("sweep: %s", report)
         return report
@@ -325,10 +329,7 @@ class PluginState:
             self._write_claim_env(record)  # a claim prepared by a plugin version that did not write it
 
     def _reset_claim_dir(self, record: ClaimRecord) -> None:
-        path: Path = self._settings.claim_dir(record.uid)
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        path.chmod(0o777)  # containers of any UID sharing the claim must open the region read-write
+        self._dirs.create(record.uid)
         self._write_claim_env(record)
 
     def _write_claim_env(self, record: ClaimRecord) -> None:
