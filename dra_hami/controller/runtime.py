@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dra_hami.cli_options import parse_bind_address
 from dra_hami.kube.client import ApiError, RawKubeApi
+from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
 
 from . import pods as p
 from .api import COLLECTIONS, OPTIONAL, RawControllerApi
@@ -54,50 +55,48 @@ class Options:
 
 
 class Informer(threading.Thread):
-    """List, then watch from the list's resourceVersion; a 410 Gone (or any failure) lists again."""
+    """One kind's reflector (dra_hami.kube.reflector) feeding the work queue as (kind, LIST|event, object)."""
 
     def __init__(
         self,
-        api: RawKubeApi,
+        api: ListWatchApi,
         kind: str,
         sink: Callable[[tuple], None],
         stop: threading.Event,
-        backoff: float = 1.0,
+        backoff: float = 0.5,
         absent_recheck: float = ABSENT_RECHECK,
     ) -> None:
         super().__init__(name=f"informer-{kind}", daemon=True)
-        self.api, self.kind, self.sink, self.stop, self.backoff = api, kind, sink, stop, backoff
+        self.kind, self.sink, self.stop = kind, sink, stop
         self.path = COLLECTIONS[kind]
         self.absent_recheck = absent_recheck
         self.absent = False  # an optional kind that is not served (or not ours to read): seen as empty
+        self.reflector = Reflector(
+            api,
+            self.path,
+            Callbacks(self._listed, self._event),
+            name=f"{kind} informer",
+            watch_timeout=WATCH_TIMEOUT,
+            backoff=Backoff(initial=backoff, cap=max(backoff, 30.0)),
+            on_list_error=self._list_failed,
+        )
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                items, version = self.api.list_objects(self.path)
-            except ApiError as err:
-                if self.kind in OPTIONAL and (err.not_found or err.status == 403):
-                    self._absent(err)
-                    continue
-                log.warning("%s informer: %s; listing again in %.0fs", self.kind, err, self.backoff)
-                self.stop.wait(self.backoff)
-                continue
-            except Exception as err:  # the API server restarting, a network blip: list again after a pause
-                log.warning("%s informer: %s; listing again in %.0fs", self.kind, err, self.backoff)
-                self.stop.wait(self.backoff)
-                continue
-            if self.absent:
-                log.info("%s informer: %s is served now: enforcing it", self.kind, self.path)
-                self.absent = False
-            try:
-                self.sink((self.kind, LIST, items))
-                self._watch(version)
-            except Exception as err:  # the API server restarting, a network blip: list again after a pause
-                log.warning("%s informer: %s; listing again in %.0fs", self.kind, err, self.backoff)
-                self.stop.wait(self.backoff)
+        self.reflector.run(self.stop)
 
-    def _absent(self, err: ApiError) -> None:
+    def _listed(self, items: list[dict[str, Any]], _version: str) -> None:
+        if self.absent:
+            log.info("%s informer: %s is served now: enforcing it", self.kind, self.path)
+            self.absent = False
+        self.sink((self.kind, LIST, items))
+
+    def _event(self, event_type: str, obj: dict[str, Any]) -> None:
+        self.sink((self.kind, event_type, obj))
+
+    def _list_failed(self, err: ApiError) -> float | None:
         """No CRD (404) or no permission (403): nothing of this kind is known; look again now and then."""
+        if self.kind not in OPTIONAL or not (err.not_found or err.status == 403):
+            return None  # the reflector backs off and lists again
         if not self.absent:
             why = "is not installed" if err.not_found else f"cannot be read ({err.message}; grant list and watch)"
             log.warning(
@@ -109,25 +108,7 @@ class Informer(threading.Thread):
             )
             self.absent = True
             self.sink((self.kind, LIST, []))  # also forgets every object if the CRD was deleted
-        self.stop.wait(self.absent_recheck)
-
-    def _watch(self, version: str) -> None:
-        while not self.stop.is_set():
-            started = time.monotonic()
-            for event in self.api.watch(self.path, version, WATCH_TIMEOUT):
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        log.info("%s informer: watch expired (410 Gone): listing again", self.kind)
-                        return
-                    raise ApiError(int(obj.get("code") or 0), obj.get("message", ""), obj.get("reason", ""))
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind != "BOOKMARK":
-                    self.sink((self.kind, kind, obj))
-                if self.stop.is_set():
-                    return
-            if time.monotonic() - started < 1.0:
-                self.stop.wait(self.backoff)  # a watch that ends at once must not spin
+        return self.absent_recheck
 
 
 class Controller:
@@ -199,7 +180,7 @@ class Controller:
                 if err.conflict:
                     elector.lost()
                 log.debug("leader election: %s", err)
-            except Exception as err:  # keep electing whatever the client raises; leading() decays on its own
+            except Exception as err:  # a bug must not end the election; leading() decays on its own
                 log.warning("leader election: %s", err)
             stop.wait(elector.retry_period)
 

@@ -7,10 +7,14 @@ server added. The client still does configuration, authentication, TLS and conne
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from urllib3.exceptions import HTTPError, ReadTimeoutError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 RESOURCE_API = "/apis/resource.k8s.io/v1"
 CONNECTION_POOL_SIZE = 32
@@ -33,6 +37,34 @@ class ApiError(Exception):
     def conflict(self) -> bool:
         return self.status == 409
 
+    @property
+    def unreachable(self) -> bool:
+        """The server was not reached or did not answer (refused, reset, timed out, TLS): retry later."""
+        return self.status == 0
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone: a watch's resourceVersion is too old; list again."""
+        return self.status == 410
+
+
+# What the client stack raises when the API server cannot be talked to: urllib3's own types (MaxRetryError,
+# ProtocolError, ReadTimeoutError, SSLError ...), the socket's OSError family (ssl.SSLError included) and
+# http.client's (IncompleteRead, BadStatusLine). Every call of RawKubeApi turns them into ApiError status 0.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (HTTPError, OSError, http.client.HTTPException)
+
+
+def transport_error(err: BaseException) -> ApiError:
+    """ApiError status 0 for a transport failure, saying what happened in words an operator can act on."""
+    reason = "Timeout" if isinstance(err, ReadTimeoutError | Urllib3Timeout | TimeoutError) else "Unreachable"
+    cause = getattr(err, "reason", None)  # MaxRetryError wraps the real cause
+    detail = f"{type(err).__name__}: {err}"
+    if isinstance(cause, BaseException) and cause is not err:
+        detail = f"{type(cause).__name__}: {cause}"
+        if isinstance(cause, ReadTimeoutError | Urllib3Timeout | TimeoutError):
+            reason = "Timeout"
+    return ApiError(0, detail, reason)
+
 
 class KubeApi(Protocol):
     """The calls the node side makes; implemented by RawKubeApi and by in-memory fakes in tests."""
@@ -49,7 +81,13 @@ class KubeApi(Protocol):
 
     def delete_resource_slice(self, name: str) -> None: ...
 
-    def watch_resource_slices(self, field_selector: str, timeout_seconds: int) -> Iterator[dict[str, Any]]: ...
+    def list_objects(
+        self, path: str, query: dict[str, str] | None = None, first_page_only: bool = False
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    def watch(
+        self, path: str, resource_version: str, timeout_seconds: int, query: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]: ...
 
 
 @dataclass
@@ -105,13 +143,13 @@ class RawKubeApi:
                 method_, url, header_params=headers, body=body_, _request_timeout=timeout or self.timeout
             )
             response.read()
-        except ApiException as err:
+        except ApiException as err:  # also what the client makes of urllib3's SSLError (status 0)
             raise _api_error(err.status or 0, err.reason or "", err.body) from err
-        except OSError as err:  # connection refused, TLS, DNS
-            raise ApiError(0, str(err), "Unreachable") from err
+        except TRANSPORT_ERRORS as err:  # refused, reset, timed out, DNS, TLS
+            raise transport_error(err) from err
         if response.status >= 400:
             raise _api_error(response.status, response.reason or "", response.data)
-        return json.loads(response.data) if response.data else {}
+        return _json(response.data, path)
 
     def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]:
         return self.request("GET", f"{RESOURCE_API}/namespaces/{namespace}/resourceclaims/{name}")
@@ -136,13 +174,6 @@ class RawKubeApi:
             if not err.not_found:
                 raise
 
-    def watch_resource_slices(self, field_selector: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
-        """Yield watch events (``{"type": ..., "object": ...}``) until the server closes the stream."""
-        query = [("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
-        if field_selector:
-            query.append(("fieldSelector", field_selector))
-        return self._stream(f"{RESOURCE_API}/resourceslices", query, timeout_seconds)
-
     def _stream(self, path: str, query: list[tuple[str, str]], timeout_seconds: int) -> Iterator[dict[str, Any]]:
         """The JSON lines of a watch response, one event each, until the server closes the stream."""
         method, url, headers, _, _ = self.api_client.param_serialize(
@@ -152,9 +183,12 @@ class RawKubeApi:
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
-        response = self.api_client.rest_client.pool_manager.request(
-            method, url, headers=headers, preload_content=False, timeout=timeout_seconds + 5
-        )
+        try:
+            response = self.api_client.rest_client.pool_manager.request(
+                method, url, headers=headers, preload_content=False, timeout=timeout_seconds + 5
+            )
+        except TRANSPORT_ERRORS as err:
+            raise transport_error(err) from err
         try:
             if response.status >= 400:
                 raise _api_error(response.status, response.reason or "", response.data)
@@ -164,14 +198,20 @@ class RawKubeApi:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        yield json.loads(line)
+                        yield _json(line, path)
+        except TRANSPORT_ERRORS as err:  # reset or timed out mid-stream
+            raise transport_error(err) from err
         finally:
             response.release_conn()
 
     # ------------------------------------------------------------ generic calls (the allocation controller)
 
-    def list_objects(self, path: str, query: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], str]:
-        """All items of a collection, following ``continue`` tokens; returns (items, the list's resourceVersion)."""
+    def list_objects(
+        self, path: str, query: dict[str, str] | None = None, first_page_only: bool = False
+    ) -> tuple[list[dict[str, Any]], str]:
+        """All items of a collection, following ``continue`` tokens; returns (items, the list's resourceVersion).
+
+        ``first_page_only``: just the first page (with ``limit`` 1, a cheap way to learn where a watch starts)."""
         items: list[dict[str, Any]] = []
         params = dict(query or {})
         params.setdefault("limit", "500")
@@ -179,20 +219,23 @@ class RawKubeApi:
             page = self.request("GET", path, query=params, timeout=max(self.timeout, 60.0))
             items.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
-            if not meta.get("continue"):
+            if first_page_only or not meta.get("continue"):
                 return items, meta.get("resourceVersion", "")
             params["continue"] = meta["continue"]
 
-    def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
+    def watch(
+        self, path: str, resource_version: str, timeout_seconds: int, query: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Watch events of a collection from ``resource_version`` (bookmarks on); ERROR events are yielded too."""
-        query = [
+        params = [
             ("watch", "true"),
             ("timeoutSeconds", str(timeout_seconds)),
             ("allowWatchBookmarks", "true"),
+            *sorted((query or {}).items()),
         ]
         if resource_version:
-            query.append(("resourceVersion", resource_version))
-        return self._stream(path, query, timeout_seconds)
+            params.append(("resourceVersion", resource_version))
+        return self._stream(path, params, timeout_seconds)
 
     def get_object(self, path: str) -> dict[str, Any]:
         return self.request("GET", path)
@@ -211,6 +254,19 @@ class RawKubeApi:
             "strategic": "application/strategic-merge-patch+json",
         }
         return self.request("PATCH", path, body=patch, content_type=types[kind])
+
+
+def _json(data: bytes | str, path: str) -> dict[str, Any]:
+    """A JSON answer; anything else (a proxy's HTML page, a cut-off line) is an ApiError, not a ValueError."""
+    if not data:
+        return {}
+    try:
+        value = json.loads(data)
+    except ValueError as err:
+        raise ApiError(0, f"{path}: the answer is not JSON ({err})", "BadResponse") from err
+    if not isinstance(value, dict):
+        raise ApiError(0, f"{path}: the answer is not a JSON object", "BadResponse")
+    return value
 
 
 def _api_error(status: int, reason: str, raw: Any) -> ApiError:

@@ -1,21 +1,22 @@
 """Keeps the node's ResourceSlices equal to what discovery finds (the I/O edge of the publisher).
 
 The kubelet deletes a node's slices when it starts, and a driver's slices 30 s after the driver goes away
-(reference/dra_api.md 2.4), so publishing once is not enough: ``run`` reconciles on a timer and whenever a
-watch reports one of our slices deleted or modified.
+(reference/dra_api.md 2.4), so publishing once is not enough: ``run`` reconciles on a timer, whenever the
+reflector (dra_hami.kube.reflector) reports one of our slices deleted or modified, and after each of its
+lists (a list follows a lost watch, so a deletion while no watch was open is repaired at once too).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from dra_hami.discovery.model import Discovery, DiscoveryError
-from dra_hami.kube.client import ApiError, KubeApi
+from dra_hami.kube.client import RESOURCE_API, ApiError, KubeApi
+from dra_hami.kube.reflector import Backoff, Callbacks, Reflector
 from dra_hami.publisher.compare import same_content
 from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.device import PoolError
@@ -97,7 +98,17 @@ class SlicePublisher:
         """Reconcile every ``interval`` seconds and on watch events until ``stop`` is set; never raises."""
         wake = self._wake
         threading.Thread(target=lambda: (stop.wait(), wake.set()), name="publisher-stop", daemon=True).start()
-        threading.Thread(target=self._watch, args=(stop, wake, interval), name="publisher-watch", daemon=True).start()
+        reflector = Reflector(
+            self._api,
+            f"{RESOURCE_API}/resourceslices",
+            Callbacks(lambda _items, _version: wake.set(), self._on_event),
+            name="ResourceSlice watch",
+            query={"fieldSelector": self._config.field_selector} if self._config.field_selector else None,
+            items=False,  # the pass lists what it needs; the watch only says when to run one
+            watch_timeout=self._watch_timeout,
+            backoff=Backoff(initial=0.5, cap=max(0.5, interval)),
+        )
+        threading.Thread(target=reflector.run, args=(stop,), name="publisher-watch", daemon=True).start()
         while not stop.is_set():
             wake.clear()  # before the pass: an event during it means another pass
             self._reconcile_logged()
@@ -123,24 +134,9 @@ class SlicePublisher:
                 list(result.deleted),
             )
 
-    def _watch(self, stop: threading.Event, wake: threading.Event, retry_delay: float) -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                for event in self._api.watch_resource_slices(self._config.field_selector, self._watch_timeout):
-                    if stop.is_set():
-                        return
-                    kind = event.get("type")
-                    if kind in ("DELETED", "MODIFIED"):
-                        wake.set()
-                    elif kind == "ERROR":  # e.g. 410 Gone: start a new watch
-                        break
-            except Exception as err:  # the timer keeps publishing without the watch
-                log.warning("watching ResourceSlices failed, polling every %ss meanwhile: %s", retry_delay, err)
-                stop.wait(retry_delay)
-                continue
-            if time.monotonic() - started < 1.0:  # a watch that ends at once must not spin
-                stop.wait(min(retry_delay, 1.0))
+    def _on_event(self, event_type: str, _obj: dict[str, Any]) -> None:
+        if event_type in ("DELETED", "MODIFIED"):
+            self._wake.set()
 
     def _list(self) -> list[dict[str, Any]]:
         # Filtered again here: the selector is the contract, but a slice we did not ask for must never be touched.

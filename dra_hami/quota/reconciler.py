@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from dra_hami.kube.client import ApiError
+from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
 from dra_hami.quota.model import GROUP, PLURAL, VERSION, QuotaError, Usage, parse_gpu_quota
 from dra_hami.quota.usage import Accounting, namespace_usage
 
@@ -36,11 +36,7 @@ class QuotaApi(Protocol):
     def patch_quota_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
 
-class Watcher(Protocol):
-    """List-then-watch of a collection (``dra_hami.webhook.kube.KubeWebhookApi``)."""
-
-    def list_version(self, path: str) -> str: ...
-    def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[dict[str, Any]]: ...
+Watcher = ListWatchApi  # list-then-watch of a collection (``dra_hami.webhook.kube.KubeWebhookApi``)
 
 
 def status_updates(
@@ -163,42 +159,25 @@ class QuotaReconciler:
             self._wake.clear()
 
     def _watch_loop(self, path: str, stop: threading.Event) -> None:
-        """Watch ``path`` from a listed resourceVersion, following it through events and bookmarks.
-
-        An ERROR event (410 Gone, or any other Status) or a failed call starts over from a fresh list, after a
-        growing pause; a stream the server ends at timeoutSeconds resumes at once where it stopped. Each fresh
-        list asks for a full pass, which covers whatever changed while no watch was open."""
+        """Watch ``path`` with the shared reflector: it lists (one item: only the version matters here),
+        watches from there through events and bookmarks, and lists again after an ERROR event, a 410 or a
+        failure, with a growing pause. Each list asks for a full pass, which covers whatever changed while
+        no watch was open."""
         assert self._watch is not None
         seen: dict[tuple[str, Any], Any] = {}
-        version, backoff = "", WATCH_BACKOFF[0]
-        while not stop.is_set():
-            failed, started = "", time.monotonic()
-            try:
-                if not version:
-                    version = self._watch.list_version(path)
-                    self.request_full()
-                for event in self._watch.watch(path, version, self._watch_timeout):
-                    if stop.is_set():
-                        return
-                    kind = event.get("type")
-                    obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        failed = f"{obj.get('code', '?')} {obj.get('reason', '')}: {obj.get('message', obj)}"
-                        version = ""
-                        break
-                    meta = obj.get("metadata") or {}
-                    version = meta.get("resourceVersion") or version
-                    backoff = WATCH_BACKOFF[0]
-                    self._handle(kind, obj, meta, seen)
-            except (ApiError, OSError, ValueError) as err:
-                failed = str(err)
-            if not failed and time.monotonic() - started >= 1.0:
-                continue  # the server closed the stream at timeoutSeconds: go on from ``version``
-            failed = failed or "the stream closed at once"
-            log.warning("watch of %s failed, listing again in %.0f s: %s", path, backoff, failed)
-            version = ""
-            stop.wait(backoff)
-            backoff = min(backoff * 2, WATCH_BACKOFF[1])
+
+        def event(kind: str, obj: dict[str, Any]) -> None:
+            self._handle(kind, obj, obj.get("metadata") or {}, seen)
+
+        Reflector(
+            self._watch,
+            path,
+            Callbacks(lambda _items, _version: self.request_full(), event),
+            name=f"watch of {path}",
+            items=False,
+            watch_timeout=self._watch_timeout,
+            backoff=Backoff(initial=WATCH_BACKOFF[0], cap=WATCH_BACKOFF[1]),
+        ).run(stop)
 
     def _handle(self, kind: Any, obj: dict[str, Any], meta: dict[str, Any], seen: dict[tuple[str, Any], Any]) -> None:
         namespace = meta.get("namespace")

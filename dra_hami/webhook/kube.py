@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from urllib3.exceptions import HTTPError
-
 from dra_hami.kube.client import ApiError
 from dra_hami.quota.model import GROUP, PLURAL, VERSION
 from dra_hami.webhook import labels as L
@@ -62,13 +60,8 @@ class KubeWebhookApi:
         self._slices = _Ttl(slice_ttl)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """``raw.request`` with transport failures (urllib3 raises its own types) as ApiError status 0."""
-        try:
-            return self.raw.request(method, path, **kwargs)
-        except ApiError:
-            raise
-        except (HTTPError, OSError) as err:
-            raise ApiError(0, str(err), "Unreachable") from err
+        """``raw.request``: raises only ApiError (RawKubeApi maps every transport failure to status 0)."""
+        return self.raw.request(method, path, **kwargs)
 
     def _get(self, path: str, timeout: float = ADMISSION_TIMEOUT) -> dict[str, Any] | None:
         try:
@@ -167,20 +160,19 @@ class KubeWebhookApi:
             raise
         return True
 
-    def list_version(self, path: str) -> str:
-        """The resourceVersion of a one-item list of ``path``: where a watch of the collection starts.
+    # ------------------------------------------------------------------ the reflector's calls (quota watches)
 
-        A watch needs one. Kubernetes 1.36 answers a watch without a resourceVersion (or with "0") by a
-        consistent read from its cache, which needs etcd's RequestWatchProgress; without it the API server
-        answers 200, sends one ERROR event and closes the stream."""
-        page = self._request("GET", path, query={"limit": "1"}, timeout=BACKGROUND_TIMEOUT)
-        version = (page.get("metadata") or {}).get("resourceVersion") or ""
-        if not version:
-            raise ApiError(0, f"the list of {path} has no metadata.resourceVersion", "BadList")
-        return version
+    def list_objects(
+        self, path: str, query: dict[str, str] | None = None, first_page_only: bool = False
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Where a watch of ``path`` starts (dra_hami.kube.reflector lists before it watches).
 
-    def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
-        try:
-            yield from self.raw.watch(path, resource_version, timeout_seconds)
-        except (HTTPError, OSError) as err:
-            raise ApiError(0, str(err), "Unreachable") from err
+        A watch needs a resourceVersion: Kubernetes 1.36 answers one without (or with "0") by a consistent
+        read from its cache, which needs etcd's RequestWatchProgress; without it the API server answers 200,
+        sends one ERROR event and closes the stream."""
+        return self.raw.list_objects(path, query, first_page_only=first_page_only)
+
+    def watch(
+        self, path: str, resource_version: str, timeout_seconds: int, query: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        return self.raw.watch(path, resource_version, timeout_seconds, query)

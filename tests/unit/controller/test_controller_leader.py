@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dra_hami.controller.leader import LeaderElector
+from dra_hami.kube.client import ApiError
 
 
 class Clock:
@@ -33,9 +34,9 @@ class Server:
 
     def write(self, body: dict, create: bool) -> dict:
         if create and self.lease is not None:
-            raise RuntimeError("409 AlreadyExists")
+            raise ApiError(409, "leases.coordination.k8s.io already exists", "AlreadyExists")
         if not create and body["metadata"].get("resourceVersion") != self.lease["metadata"]["resourceVersion"]:
-            raise RuntimeError("409 Conflict")
+            raise ApiError(409, "the object has been modified", "Conflict")
         self.version += 1
         self.lease = copy.deepcopy(body)
         self.lease["metadata"]["resourceVersion"] = str(self.version)
@@ -54,7 +55,7 @@ def round_(e: LeaderElector, server: Server, lease: dict | None = None) -> bool:
         return False
     try:
         e.written(server.write(body, create=current is None))
-    except RuntimeError:
+    except ApiError:
         e.lost()
         return False
     return True

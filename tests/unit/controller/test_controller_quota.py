@@ -290,13 +290,13 @@ class _LaterInstalled:
     def __init__(self, stop: threading.Event) -> None:
         self.calls, self.stop = 0, stop
 
-    def list_objects(self, path: str) -> tuple[list[dict], str]:
+    def list_objects(self, path: str, query=None, first_page_only=False) -> tuple[list[dict], str]:
         self.calls += 1
         if self.calls <= 2:
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         return [gpu_quota(memory="1Gi")], "7"
 
-    def watch(self, path: str, version: str, timeout: int):
+    def watch(self, path: str, version: str, timeout: int, query=None):
         self.stop.set()
         return iter(())
 
@@ -318,7 +318,7 @@ def test_a_required_kind_is_never_treated_as_absent() -> None:
     seen: list[tuple] = []
 
     class Missing:
-        def list_objects(self, path: str):
+        def list_objects(self, path: str, query=None, first_page_only=False):
             stop.set()
             raise ApiError(404, "not found", "NotFound")
 

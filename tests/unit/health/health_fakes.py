@@ -123,7 +123,10 @@ class Slices:
     def delete_resource_slice(self, name: str) -> None:
         self.objects.pop(name, None)
 
-    def watch_resource_slices(self, field_selector: str, timeout_seconds: int):
+    def list_objects(self, path: str, query=None, first_page_only: bool = False):
+        return [copy.deepcopy(o) for o in self.objects.values()], "1"
+
+    def watch(self, path: str, resource_version: str, timeout_seconds: int, query=None):
         return iter(())
 
     def taints(self) -> dict[str, list[dict[str, Any]]]:

@@ -1,4 +1,7 @@
-"""An in-memory KubeApi for ResourceSlices: resourceVersions, 409 on stale writes, field selectors, watch."""
+"""An in-memory KubeApi for ResourceSlices: resourceVersions, 409 on stale writes, field selectors, watch.
+
+Like RawKubeApi it raises only ApiError (a transport failure is ApiError status 0); a watch replays the
+events after its resourceVersion and answers 410 Gone for a version older than the kept history."""
 
 from __future__ import annotations
 
@@ -33,8 +36,12 @@ class SliceStore:
         self.writes: list[tuple[str, str]] = []  # (verb, name)
         self.failures: dict[str, list[ApiError]] = {}  # verb -> errors raised by the next calls
         self.before: dict[str, Callable[[Obj], None]] = {}  # verb -> hook run before the write
-        self.watch_error: Exception | None = None
+        self.watch_error: ApiError | None = None  # raised by every watch call
         self.watch_calls = 0
+        self.watch_versions: list[str] = []  # the resourceVersion of every watch call
+        self.end_watches_with: dict[str, Any] | None = None  # the next open watch yields this ERROR event
+        self.compacted = 0  # versions at or below this are gone from the history (410)
+        self.history: list[tuple[int, Obj]] = []  # (version, event)
         self._normalise = normalise
         self._version = 0
         self._lock = threading.RLock()
@@ -51,6 +58,10 @@ class SliceStore:
         with self._lock:
             obj = self.objects.pop(name)
             self._notify("DELETED", obj)
+
+    def error_open_watches(self, code: int = 500, message: str = "etcd leader changed") -> None:
+        """End the open watch streams with an ERROR event (a 1.36 server does this, among others)."""
+        self.end_watches_with = {"type": "ERROR", "object": {"kind": "Status", "code": code, "message": message}}
 
     def names(self) -> list[str]:
         return sorted(self.objects)
@@ -111,16 +122,46 @@ class SliceStore:
             self.writes.append(("delete", name))
             self._notify("DELETED", obj)
 
-    def watch_resource_slices(self, field_selector: str, timeout_seconds: int) -> Iterator[Obj]:
+    def list_objects(
+        self, path: str, query: dict[str, str] | None = None, first_page_only: bool = False
+    ) -> tuple[list[Obj], str]:
+        assert path.endswith("/resourceslices"), path
+        self._fail("list_objects")
+        with self._lock:
+            items = [
+                copy.deepcopy(o) for o in self.objects.values() if select(o, (query or {}).get("fieldSelector", ""))
+            ]
+            if query and query.get("limit"):
+                items = items[: int(query["limit"])]
+            return items, str(self._version)
+
+    def watch(
+        self, path: str, resource_version: str, timeout_seconds: int, query: dict[str, str] | None = None
+    ) -> Iterator[Obj]:
+        assert path.endswith("/resourceslices"), path
         self.watch_calls += 1
+        self.watch_versions.append(resource_version)
         if self.watch_error is not None:
             raise self.watch_error
+        if not resource_version:
+            raise AssertionError("a watch without a resourceVersion (a 1.36 server answers it with an ERROR event)")
+        since = int(resource_version)
+        field_selector = (query or {}).get("fieldSelector", "")
         sink: queue.Queue = queue.Queue()
         with self._lock:
+            if since < self.compacted:
+                raise ApiError(410, f"too old resource version: {since} ({self.compacted})", "Expired")
+            for version, event in self.history:
+                if version > since:
+                    sink.put(event)
             self._watchers.append(sink)
         deadline = time.monotonic() + timeout_seconds
         try:
             while time.monotonic() < deadline:
+                if self.end_watches_with is not None:
+                    event, self.end_watches_with = self.end_watches_with, None
+                    yield event
+                    return
                 try:
                     event = sink.get(timeout=0.02)
                 except queue.Empty:
@@ -145,8 +186,14 @@ class SliceStore:
         return obj
 
     def _notify(self, kind: str, obj: Obj) -> None:
+        if kind == "DELETED":  # a deletion is a change of its own, with its own version
+            self._version += 1
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = str(self._version)
+        event = {"type": kind, "object": copy.deepcopy(obj)}
+        self.history.append((self._version, event))
         for sink in list(self._watchers):
-            sink.put({"type": kind, "object": copy.deepcopy(obj)})
+            sink.put(copy.deepcopy(event))
 
     def _fail(self, verb: str) -> None:
         pending = self.failures.get(verb)

@@ -386,3 +386,25 @@ def test_fields_a_newer_api_server_defaults_cause_no_churn():
     # ... but an attribute we no longer publish is a difference.
     stored["spec"]["devices"][0]["attributes"]["stale"] = {"int": 1}
     assert not same_content(desired, stored)
+
+
+def test_a_slice_deleted_while_the_watch_was_down_comes_back_at_once() -> None:
+    """An ERROR event ends the watch; the kubelet deletes the slice before the next watch opens. The old loop
+    re-watched from "now" and missed the DELETED until its 30 s timer; the reflector lists again, which
+    starts a pass at once, and watches from the listed version (never without one)."""
+    store = SliceStore()
+    pub, _ = publisher(store)
+    with Loop(pub, interval=60):  # the timer never fires during the test
+        wait_for(lambda: PREFIX + "0" in store.objects)
+        wait_for(lambda: store.watch_calls >= 1)
+        time.sleep(0.05)
+        first = store.generations()[PREFIX + "0"]
+        with store._lock:  # the ERROR event and the deletion land before any new watch can see the deletion
+            store.error_open_watches()
+            store.remove(PREFIX + "0")
+        started = time.monotonic()
+        wait_for(lambda: PREFIX + "0" in store.objects, timeout=5)
+        assert time.monotonic() - started < 5
+        assert store.generations()[PREFIX + "0"] > first
+    assert "" not in store.watch_versions
+

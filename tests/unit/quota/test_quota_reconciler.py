@@ -57,10 +57,10 @@ def test_run_reacts_to_watch_events_without_waiting_for_the_resync() -> None:
     arrived = threading.Event()
 
     class Watcher:
-        def list_version(self, path: str) -> str:
-            return "1"
+        def list_objects(self, path: str, query=None, first_page_only=False):
+            return [], "1"
 
-        def watch(self, path: str, version: str, timeout: int):
+        def watch(self, path: str, version: str, timeout: int, query=None):
             arrived.wait(5)
             arrived.clear()
             yield from events if "resourceclaims" in path else []
