@@ -407,4 +407,3 @@ def test_a_slice_deleted_while_the_watch_was_down_comes_back_at_once() -> None:
         assert time.monotonic() - started < 5
         assert store.generations()[PREFIX + "0"] > first
     assert "" not in store.watch_versions
-
