@@ -7,6 +7,7 @@ Everything here runs inside one scrape, so it only touches local files and cache
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -22,7 +23,7 @@ from dra_hami.discovery.model import Discovery, DiscoveryError, GpuInfo
 from dra_hami.exporter.claims import CheckpointReader, PreparedClaim, prepared_claims
 from dra_hami.exporter.gpus import GpuStats
 from dra_hami.exporter.identity import ClaimUsers, IdentityCache
-from dra_hami.exporter.region import RegionError, RegionNotReady, RegionSnapshot, read_region
+from dra_hami.exporter.region import RegionError, RegionNotReady, RegionSnapshot, RegionUnsafe, read_region
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +70,27 @@ class ClaimReading:
     readable: bool  # False: the region could not be read this scrape (usage series left out)
 
 
+READ_ERROR_REASONS = ("not_ready", "bad_layout", "unsafe", "io")
+
+
 class RegionReader:
     """read_region with the exporter's tolerance: retry a region caught mid-initialisation once, then skip
-    it for this scrape; log each problem once per claim until it goes away; count every failure."""
+    it for this scrape; log each problem once per claim until it goes away; count every failure.
+    Thread-safe: scrapes read regions concurrently, outside the collector's lock."""
 
     def __init__(self, retries: int = 1):
         self._retries = retries
         self._complaints: dict[str, str] = {}
+        self._lock = threading.Lock()
         self.errors: Counter[str] = Counter()
 
-    def read(self, uid: str, path: Path) -> tuple[RegionSnapshot | None, bool]:
+    def read(self, uid: str, path: Path, dir_owner: int | None = None) -> tuple[RegionSnapshot | None, bool]:
         for attempt in range(self._retries + 1):
             try:
-                snapshot = read_region(path)
+                snapshot = read_region(path, dir_owner)
+            except RegionUnsafe as err:
+                self._complain(uid, "unsafe", f"region of claim {uid} refused: {err}")
+                return None, False
             except RegionNotReady as err:
                 if attempt < self._retries:
                     continue
@@ -93,20 +102,29 @@ class RegionReader:
             except OSError as err:
                 self._complain(uid, "io", f"region {path}: {err}")
                 return None, False
-            if self._complaints.pop(uid, None) is not None:
+            with self._lock:
+                recovered = self._complaints.pop(uid, None) is not None
+            if recovered:
                 log.info("region %s is readable again", path)
             return snapshot, True
         raise AssertionError("unreachable")
 
     def _complain(self, uid: str, reason: str, message: str) -> None:
-        self.errors[reason] += 1
-        if self._complaints.get(uid) != message:
+        with self._lock:
+            self.errors[reason] += 1
+            new = self._complaints.get(uid) != message
             self._complaints[uid] = message
+        if new:
             (log.debug if reason == "not_ready" else log.warning)("%s", message)
 
+    def error_counts(self) -> dict[str, int]:
+        with self._lock:
+            return {reason: self.errors[reason] for reason in READ_ERROR_REASONS}
+
     def forget_except(self, uids: set[str]) -> None:
-        for uid in set(self._complaints) - uids:
-            del self._complaints[uid]
+        with self._lock:
+            for uid in set(self._complaints) - uids:
+                del self._complaints[uid]
 
 
 class ExporterCollector(Collector):
@@ -126,8 +144,7 @@ class ExporterCollector(Collector):
         self._stats = stats
         self._identities = identities
         self._regions = RegionReader()
-        self._lock = threading.Lock()  # concurrent scrapes: one at a time over the shared caches
-        self._last_duration = 0.0
+        self._lock = threading.Lock()  # guards the checkpoint cache; never held while a tenant file is read
 
     def describe(self) -> list[Metric]:
         return []  # collected at scrape time only; registering must not run a collection
@@ -136,27 +153,35 @@ class ExporterCollector(Collector):
         return self._claims_dir / uid / wire.SHARED_CACHE_FILE
 
     def read_claims(self, gpus: list[GpuInfo]) -> list[ClaimReading]:
-        claims = prepared_claims(self._checkpoint.records(), gpus)
+        with self._lock:
+            claims = prepared_claims(self._checkpoint.records(), gpus)
         uids = {c.uid for c in claims}
         self._identities.forget_except(uids)
         self._regions.forget_except(uids)
+        owner = self._claims_owner()
         readings = []
         for claim in claims:
             users = self._identities.lookup(claim.uid, claim.namespace, claim.name)
-            region, readable = self._regions.read(claim.uid, self.region_path(claim.uid))
+            region, readable = self._regions.read(claim.uid, self.region_path(claim.uid), owner)
             readings.append(ClaimReading(claim, users, region, readable))
         return readings
 
+    def _claims_owner(self) -> int | None:
+        """Who must own each claim directory: whoever owns the claims root (the plugin)."""
+        try:
+            return os.stat(self._claims_dir).st_uid
+        except OSError:
+            return None
+
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            started = time.perf_counter()
-            families = self._collect()
-            self._last_duration = time.perf_counter() - started
+        started = time.perf_counter()
+        families = self._collect()
+        duration_seconds = time.perf_counter() - started
         yield from families
         duration = GaugeMetricFamily(
             "dra_hami_exporter_collect_seconds", "Time this scrape spent reading claims, regions and NVML."
         )
-        duration.add_metric([], self._last_duration)
+        duration.add_metric([], duration_seconds)
         yield duration
 
     def _collect(self) -> list[Metric]:
@@ -180,6 +205,7 @@ class ExporterCollector(Collector):
             for consumer in users.consumers:
                 for name in consumer.containers or ("",):
                     f.consumer.add_metric([self._node, claim.namespace, claim.name, claim.uid, consumer.pod, name], 1.0)
+            f.readable.add_metric(base, 1.0 if reading.readable else 0.0)
             if reading.region is not None:
                 f.processes.add_metric(base, reading.region.processes)
             elif reading.readable:
@@ -230,8 +256,8 @@ class ExporterCollector(Collector):
             f.gpu_allocated_cores.add_metric(labels, allocated_cores[gpu.uuid])
             f.gpu_claims.add_metric(labels, claim_count[gpu.uuid])
 
-        for reason in ("not_ready", "bad_layout", "io"):
-            f.read_errors.add_metric([reason], self._regions.errors[reason])
+        for reason, count in self._regions.error_counts().items():
+            f.read_errors.add_metric([reason], count)
         return f.all()
 
 
@@ -268,6 +294,13 @@ class _Families:
             f"Processes registered in the claim's region (dead ones until libvgpu reclaims them) ({src}).",
             labels=claim[:6],
         )
+        self.readable = GaugeMetricFamily(
+            "dra_hami_claim_region_readable",
+            "1 when the claim's region was read this scrape (or no process created it yet), 0 when it could "
+            "not be: being created, another layout, or refused as unsafe (a symlink, FIFO, device node, hard "
+            "link or wrong size planted in the claim directory); see dra_hami_exporter_region_read_errors.",
+            labels=claim[:6],
+        )
         self.consumer = GaugeMetricFamily(
             "dra_hami_claim_consumer_info",
             "1 for every pod and container that uses the claim (container empty when none names it). "
@@ -301,7 +334,8 @@ class _Families:
         )
         self.read_errors = CounterMetricFamily(
             "dra_hami_exporter_region_read_errors",
-            "Region reads that failed: not_ready (being created), bad_layout (another version), io.",
+            "Region reads that failed: not_ready (being created), bad_layout (another version or size), unsafe "
+            "(not a plain region file: refused unread), io.",
             labels=["reason"],
         )
         hami = HAMI_CONTAINER_LABELS

@@ -6,11 +6,19 @@ C program against region.h and fails when any offset here drifts from the header
 The file is written concurrently by the processes of the claim: every field we read is one naturally
 aligned atomic word, so a read never sees half a number, but a header or device record can be caught
 mid-initialisation. Such a snapshot is refused (RegionNotReady / RegionError), never guessed at.
+
+The file and its directory belong to the tenant's containers, so the exporter (which can read any file on
+the node) never lets them choose what it opens: the region is first opened with O_PATH|O_NOFOLLOW (no
+symlink is followed; a FIFO or device node is not opened for real, so it cannot block or trigger a
+driver), checked to be a regular file with one link and exactly the region's size, and only then re-opened
+for reading through that very descriptor (RegionUnsafe otherwise).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +80,11 @@ class RegionNotReady(RegionError):
     """The region is being created or a device record is being added: try again at the next scrape."""
 
 
+class RegionUnsafe(RegionError):
+    """The path is not a plain region file (a symlink, FIFO, device node, hard link, directory not owned by
+    the plugin, or a file of another size): refused without reading it."""
+
+
 @dataclass(frozen=True)
 class RegionDevice:
     uuid: str  # as libvgpu wrote it, "GPU-..."
@@ -101,11 +114,13 @@ def uuid_key(uuid: str) -> str:
     return lowered[4:] if lowered.startswith("gpu-") else lowered
 
 
-def read_region(path: Path) -> RegionSnapshot | None:
-    """A snapshot of the region at ``path``; None when the file does not exist (no process started yet)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+def read_region(path: Path, dir_owner: int | None = None) -> RegionSnapshot | None:
+    """A snapshot of the region at ``path``; None when the file does not exist (no process started yet).
+
+    ``dir_owner``: the UID that must own the claim directory (the plugin's), when known.
+    """
+    fd = open_region(path, dir_owner)
+    if fd is None:
         return None
     try:
         head = os.pread(fd, PROCS_OFFSET, 0)
@@ -117,6 +132,47 @@ def read_region(path: Path) -> RegionSnapshot | None:
         return RegionSnapshot(snapshot_devices, processes)
     finally:
         os.close(fd)
+
+
+_KINDS = {stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}  # fmt: skip
+
+
+def open_region(path: Path, dir_owner: int | None = None) -> int | None:
+    """A read-only descriptor of the region file after the checks above; None when it does not exist."""
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise RegionUnsafe(f"claim directory {path.parent} is not a directory (a symlink?)") from None
+        raise
+    try:
+        if dir_owner is not None and (owner := os.fstat(dir_fd).st_uid) != dir_owner:
+            raise RegionUnsafe(f"claim directory {path.parent} is owned by UID {owner}, not the plugin's {dir_owner}")
+        try:
+            path_fd = os.open(path.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(path_fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise RegionUnsafe(f"{path} is {kind}, not a regular file: not read")
+        if st.st_nlink != 1:
+            raise RegionUnsafe(f"{path} has {st.st_nlink} hard links (a region has one): not read")
+        if st.st_size == 0:
+            raise RegionNotReady("empty file (being created)")
+        if st.st_size != TOTAL_SIZE:
+            what = "shorter than" if st.st_size < TOTAL_SIZE else "not the size of"
+            raise RegionError(f"{st.st_size} bytes, {what} a version {VERSION} region ({TOTAL_SIZE} bytes)")
+        # The same inode, now opened for reading: nothing can be swapped in between.
+        return os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    finally:
+        os.close(path_fd)
 
 
 def parse_head(head: bytes) -> tuple[tuple[RegionDevice, ...], int]:
