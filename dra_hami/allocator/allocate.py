@@ -13,22 +13,11 @@ from typing import Any
 
 from .capacity import consumed_capacity_field, consumption, format_amount
 from .errors import SelectorError
-from .fragmentation import DemandSnapshot, FragmentationScorer, GpuState, TaskKind, cpu_stranded
+from .fragmentation import TaskKind
 from .model import ALLOCATION_MODE_ALL, AllocatedDevice, Claim, Device, parse_claim
 from .nodes import Node, Pod, first_untolerated, parse_pod, resource_rejection, resources_fit
-from .policies import (
-    FRAGMENTATION,
-    PERFECT_TOPOLOGY,
-    TOPOLOGY,
-    TOPOLOGY_LEVELS,
-    PolicyChoice,
-    device_order_key,
-    packing_score,
-    policy_for,
-    topology_groups,
-    topology_score,
-    topology_value,
-)
+from .policies import PolicyChoice, policy_for
+from .policy import PodSearch, packing_score
 from .search import (
     CLAIM_MARK,
     Candidates,
@@ -43,16 +32,10 @@ from .search import (
     selector_sites,
     slots_of,
 )
+from .search_cache import Outcome, search_cache
 from .state import ClusterState, NodeSummary, task_kinds
+from .topology import TOPOLOGY_LEVELS, topology_value
 
-FRAGMENTATION_SOLUTIONS_PER_NODE = 8  # device sets compared per node by the fragmentation policy
-# Fragmentation growth is compared in steps of 1% of a GPU; within a step the packing tie-break (devices already
-# in use, then the node-policy order) decides. Like FGD's integer scores, this keeps noise-level differences from
-# overriding packing; on the openb trace it places ~1 point more GPU than exact comparison (seed 42: 94.9 vs 93.9).
-FRAGMENTATION_RESOLUTION = 0.01
-# The topology policy compares the first this many feasible nodes, in node-policy order: bounded work per pod.
-MAX_SCORED_NODES = 32
-WHOLE_GPU_PRIOR = DemandSnapshot(((TaskKind(1, 1.0, 0), 1.0),), 0)  # before anything was observed
 _SHARE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_REASONS_IN_MESSAGE = 5
 _CLAIM_MARKER = re.compile(CLAIM_MARK + r"(\d+)" + CLAIM_MARK)
@@ -116,32 +99,6 @@ def allocate_pod(
     return _Allocation(state, pod, parsed, choice, share_ids, clock).run()
 
 
-_OutlinePick = tuple[int, int, int, Mapping[str, int] | None]  # slot, alternative, device position, amounts
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What the search finds on a node of one shape, for one request signature and GPU policy.
-
-    Device positions index ``ClusterState.devices_on(node)``: any node of the same shape has the same outcome,
-    with its own devices at those positions.
-    """
-
-    reason: str | None = None  # why no set of devices fits (claim markers stand for the claims' names)
-    solutions: tuple[tuple[_OutlinePick, ...], ...] = ()
-    packing: tuple[float, ...] = ()  # per solution: tie-break, devices already in use preferred
-    idle_before: float = 0.0  # idle GPU on the node, in GPUs (memory shares summed)
-    idle_after: tuple[float, ...] = ()  # the same once each solution is allocated
-    score: tuple = ()  # the best solution's score, for policies whose score depends on the shape only
-    best: int = 0  # index of that solution
-    frag_snapshot: object = None  # the demand snapshot the fragmentation scores below were computed for
-    frag_scores: dict[tuple[int, int], tuple[tuple, int]] | None = None  # cpu levels -> (score, solution)
-
-
-MAX_CACHED_SHAPES = 200_000  # per request signature and policy
-MAX_CACHED_SIGNATURES = 1000
-
-
 class _Allocation:
     def __init__(
         self,
@@ -169,23 +126,14 @@ class _Allocation:
         # Node name -> why not: a string (claim markers still in it) or a deferred (function, *args) rendered
         # only if the pod turns out unplaceable, so that scanning many full nodes builds no messages.
         self.reasons: dict[str, str | tuple] = {}
-        # Topology only matters when a pod takes several devices; otherwise it packs like binpack.
-        self.greedy = not choice.scores_device_sets or (choice.gpu == TOPOLOGY and not self._needs_several_devices())
-        self.fragmentation = choice.gpu == FRAGMENTATION
-        self._scorer: FragmentationScorer | None = None
         self._alternative_index = {
             id(alternative): (slot_index, alt_index)
             for slot_index, slot in enumerate(self.slots)
             for alt_index, alternative in enumerate(slot.alternatives)
         }
-        if len(state.static_shapes) > MAX_CACHED_SIGNATURES:  # e.g. many claims with their own selectors
-            state.static_shapes.clear()
-            state.outcomes.clear()
-        self._static_ids = state.static_shapes.setdefault(self.signature, {})
-        outcomes_key = (self.signature, choice.gpu, self.greedy)
-        self._outcomes = state.outcomes.get(outcomes_key)
-        if self._outcomes is None or len(self._outcomes) > MAX_CACHED_SHAPES:
-            self._outcomes = state.outcomes[outcomes_key] = {}
+        self.cache = search_cache(state)
+        self.policy = choice.gpu_policy.for_pod(PodSearch(state, pod, self.cache, self._needs_several_devices()))
+        self._static_ids, self._outcomes = self.cache.for_requests(self.signature, self.policy.cache_key)
 
     # ------------------------------------------------------------------------------------ driver
 
@@ -193,7 +141,8 @@ class _Allocation:
         problem = self._check_claims()
         if problem:
             return Unplaceable(self.pod, {}, problem)
-        best: tuple[tuple, Node, _Outcome, int] | None = None
+        policy = self.policy
+        best: tuple[tuple, Node, Outcome, int] | None = None
         feasible = 0
         for node in self._candidate_nodes():
             outcome = self._outcome(node)
@@ -201,21 +150,11 @@ class _Allocation:
                 self.reasons[node.name] = outcome.reason
                 continue
             feasible += 1
-            if self.greedy:
-                best = ((), node, outcome, 0)
-                break  # nodes come in policy order: the first that fits is the choice
-            if self.fragmentation:
-                score, index = self._fragmentation_node_score(node, outcome)
-            else:
-                score, index = outcome.score, outcome.best
+            score, index = policy.node_score(node, outcome)
             if best is None or score > best[0]:
                 best = (score, node, outcome, index)
-            if self.choice.gpu == TOPOLOGY:
-                if score[: len(PERFECT_TOPOLOGY)] == PERFECT_TOPOLOGY:
-                    break  # nothing can beat a fully aligned set on an earlier node
-                if feasible >= MAX_SCORED_NODES:
-                    break
-            # The fragmentation policy scores every feasible node, as FGD does: caching keeps that cheap.
+            if policy.stop_early(score, feasible):
+                break
         if best is None:
             return self._unplaceable()
         _, node, outcome, index = best
@@ -250,7 +189,7 @@ class _Allocation:
             names, static_reasons = state.static_filter(pod)
             reasons.update(static_reasons)
         nodes = state.nodes
-        for name in state.in_policy_order(self.choice.node, names):
+        for name in state.in_policy_order(self.choice.node_policy, names):
             node = nodes.get(name)
             if node is None:
                 reasons[name] = "node not found"
@@ -314,7 +253,7 @@ class _Allocation:
 
     # --------------------------------------------------------------------------------- per node
 
-    def _outcome(self, node: Node) -> _Outcome:
+    def _outcome(self, node: Node) -> Outcome:
         """The search's result on ``node``, shared by every node of the same shape (same static devices as far
         as these requests can tell, used alike). A pod without claims gets one empty set on every node; its
         shape still matters to the fragmentation score, which depends on the node's GPUs."""
@@ -348,11 +287,7 @@ class _Allocation:
                 for alternative in slot.alternatives:
                     entry.append(self._static_admission(slot, alternative, device))
             fingerprint.append(tuple(entry))
-        key = tuple(fingerprint)
-        shape_id = state.shape_ids.get(key)
-        if shape_id is None:
-            shape_id = state.shape_ids[key] = len(state.shape_ids)
-        return shape_id
+        return self.cache.shape_id(tuple(fingerprint))
 
     def _static_admission(self, slot: Slot, alternative: Any, device: Device) -> object:
         device_class = self.state.classes.get(alternative.class_name)
@@ -370,76 +305,54 @@ class _Allocation:
         amounts, reason = consumption(device, alternative.capacity_requests)
         return reason if reason else tuple(sorted(amounts.items())) if amounts else ()
 
-    def _search(self, node: Node) -> _Outcome:
+    def _search(self, node: Node) -> Outcome:
         reason = self._cannot_possibly_fit(self.state.summary(node))
         if reason is not None:
-            return _Outcome(reason=reason)
+            return Outcome(reason=reason)
         found = self._solve(node)
         if isinstance(found, str):
-            return _Outcome(reason=found)
-        devices = self.state.devices_on(node)
+            return Outcome(reason=found)
+        state = self.state
+        devices = state.devices_on(node)
         position = {d.key: i for i, d in enumerate(devices)}
-        kept: list[Solution] = []
-        seen: set[tuple] = set()
-        for solution in found:
-            if not self.greedy:
-                # Devices used alike, given the same amounts, make the same set: score it once.
-                effect = tuple(
-                    (self.state.gpu_state(p.device), self.state.utilisation(p.device), _frozen(p.amounts))
-                    for p in solution
-                )
-                if self.choice.gpu == TOPOLOGY:
-                    effect += (topology_score(solution),)
-                if effect in seen:
-                    continue
-                seen.add(effect)
-            kept.append(solution)
+        kept: list[Solution] = found
+        if len(found) > 1:  # sets with the same effect are scored once
+            kept, seen = [], set()
+            for solution in found:
+                effect = self.policy.set_effect(state, solution)
+                if effect not in seen:
+                    seen.add(effect)
+                    kept.append(solution)
         where = self._alternative_index
-        outlines = tuple(
-            tuple((*where[id(p.request)], position[p.device.key], p.amounts) for p in solution) for solution in kept
+        outcome = Outcome(
+            solutions=tuple(
+                tuple((*where[id(p.request)], position[p.device.key], p.amounts) for p in solution) for solution in kept
+            ),
+            packing=tuple(round(packing_score(state, solution), 9) for solution in kept),
         )
-        outcome = _Outcome(
-            solutions=outlines,
-            packing=tuple(round(packing_score(self.state, solution), 9) for solution in kept),
-        )
-        if self.fragmentation:
-            idle = [_idle_share(self.state.gpu_state(d)) for d in devices]
-            outcome.idle_before = sum(idle)
-            outcome.idle_after = tuple(
-                outcome.idle_before
-                - sum(idle[i] - _idle_share(gpu) for i, gpu in _states_after(self.state, devices, o).items())
-                for o in outlines
-            )
-        if self.choice.gpu == TOPOLOGY and not self.greedy:
-            scored = [((*topology_score(sol), outcome.packing[i]), i) for i, sol in enumerate(kept)]
-            outcome.score, outcome.best = max(scored, key=lambda item: (item[0], -item[1]))
+        self.policy.describe(state, devices, kept, outcome)
         return outcome
 
     def _solve(self, node: Node) -> list[Solution] | str:
-        """Candidate device sets on ``node`` in GPU-policy order (one for greedy policies), or why there is none."""
-        devices = self.state.devices_on(node)
-        ordered = sorted(devices, key=lambda d: device_order_key(self.choice.gpu, d, self.state.utilisation(d)))
+        """Candidate device sets on ``node`` in GPU-policy order, or why there is none."""
+        state, policy = self.state, self.policy
+        devices = state.devices_on(node)
+        ordered = sorted(devices, key=lambda d: policy.device_order_key(d, state.utilisation(d)))
         candidates: dict[tuple[int, int], Candidates] = {}
         for slot_index, slot in enumerate(self.slots):
             for alt_index, alternative in enumerate(slot.alternatives):
                 candidates[(slot_index, alt_index)] = candidates_for(
-                    self.state, slot.claim, alternative, ordered, self.state.selectors, _claim_label(slot)
+                    state, slot.claim, alternative, ordered, state.selectors, _claim_label(slot)
                 )
         for slot_index, slot in enumerate(self.slots):
             if not any(enough(alt, candidates[(slot_index, a)]) for a, alt in enumerate(slot.alternatives)):
                 return explain(self.slots, candidates, exhausted=False)
-        restrictions: list[Callable[[Device], bool] | None] = [None]
-        if self.choice.gpu == TOPOLOGY and self._needs_several_devices():
-            restrictions = [lambda d, g=group: d.key in g for group in topology_groups(devices)] + [None]
-        per_search = 1 if self.greedy else FRAGMENTATION_SOLUTIONS_PER_NODE if self.fragmentation else 1
         solutions: list[Solution] = []
         exhausted = False
-        for allowed in restrictions:
-            search = NodeSearch(self.state, self.slots, candidates, allowed)
-            solutions.extend(islice(search.solutions(), per_search))
+        for group in policy.device_groups(devices):
+            search = NodeSearch(state, self.slots, candidates, group)
+            solutions.extend(islice(search.solutions(), policy.solutions_per_group))
             exhausted |= search.exhausted
-            if self.greedy and solutions:
-                break
         if not solutions:
             return explain(self.slots, candidates, exhausted)
         return solutions
@@ -457,66 +370,6 @@ class _Allocation:
             first = slot.alternatives[0]
             total += 2 if first.allocation_mode == ALLOCATION_MODE_ALL else first.count
         return total > 1
-
-    def _fragmentation_node_score(self, node: Node, outcome: _Outcome) -> tuple[tuple, int]:
-        """(score, solution index) of the best set on ``node``: the least growth of fragmentation plus CPU
-        stranding, then the packing tie-break; each term is counted in steps of FRAGMENTATION_RESOLUTION.
-
-        Called for every feasible node of the cluster: kept to a few lookups when the shape was scored before.
-        """
-        scorer = self._scorer or self._fragmentation_scorer()
-        cpu_free = self.state.cpu_free(node)
-        if cpu_free is None:
-            score, index = self._fragmentation_score(node, outcome, None, None)
-            return score, index
-        cpu_after = cpu_free - self.pod.milli_cpu
-        score, index = self._fragmentation_score(node, outcome, cpu_free, cpu_after)
-        per_gpu = scorer.cpu_per_gpu
-        if per_gpu <= 0:
-            return score, index
-        growth = cpu_stranded(outcome.idle_after[index], cpu_after, per_gpu)
-        growth -= cpu_stranded(outcome.idle_before, cpu_free, per_gpu)
-        if not growth:
-            return score, index
-        return (score[0] - round(growth / FRAGMENTATION_RESOLUTION), *score[1:]), index
-
-    def _fragmentation_score(
-        self, node: Node, outcome: _Outcome, cpu_free: int | None, cpu_after: int | None
-    ) -> tuple[tuple, int]:
-        """(score, solution index) of the best set on ``node`` by the growth of the node's fragmentation
-        (FGD's gradient, counting the pod's CPU), then the packing tie-break. Cached per shape and CPU levels."""
-        scorer = self._scorer or self._fragmentation_scorer()
-        levels = (scorer.cpu_level(cpu_free), scorer.cpu_level(cpu_after))
-        scores = outcome.frag_scores
-        if scores is None or outcome.frag_snapshot is not scorer.snapshot:
-            outcome.frag_snapshot, outcome.frag_scores = scorer.snapshot, {}
-            scores = outcome.frag_scores
-        else:
-            cached = scores.get(levels)
-            if cached is not None:
-                return cached
-        state = self.state
-        devices = state.devices_on(node)
-        before = [scorer.profile(state.gpu_state(d)) for d in devices]
-        base = scorer.fragmentation_of(before, levels[0])
-        best: tuple[tuple, int] | None = None
-        for index, outline in enumerate(outcome.solutions):
-            after = list(before)
-            for position, gpu in _states_after(state, devices, outline).items():
-                after[position] = scorer.profile(gpu)
-            increase = scorer.fragmentation_of(after, levels[1]) - base
-            score = (-round(increase / FRAGMENTATION_RESOLUTION), outcome.packing[index])
-            if best is None or score > best[0]:
-                best = (score, index)
-        assert best is not None
-        scores[levels] = best
-        return best
-
-    def _fragmentation_scorer(self) -> FragmentationScorer:
-        if self._scorer is None:
-            snapshot = self.state.demand.snapshot()
-            self._scorer = self.state.fragmentation_scorer(snapshot if snapshot.kinds else WHOLE_GPU_PRIOR)
-        return self._scorer
 
     # ------------------------------------------------------------------------------------ output
 
@@ -610,33 +463,8 @@ class _Allocation:
         return config
 
 
-def _states_after(state: ClusterState, devices: Sequence[Device], outline: tuple) -> dict[int, GpuState]:
-    """Device position -> its state once ``outline`` is allocated, for the devices it touches."""
-    added: dict[int, dict[str, int]] = {}
-    dedicated: set[int] = set()
-    for _, _, position, amounts in outline:
-        if amounts is None:
-            dedicated.add(position)
-        else:
-            acc = added.setdefault(position, {})
-            for key, value in amounts.items():
-                acc[key] = acc.get(key, 0) + value
-    return {
-        position: state.gpu_state(devices[position], added.get(position), position in dedicated)
-        for position in added.keys() | dedicated
-    }
-
-
-def _idle_share(gpu: GpuState) -> float:
-    return gpu.memory_free / gpu.memory_total if gpu.memory_total > 0 else 0.0
-
-
 def _claim_label(slot: Slot) -> str:
     return f"ResourceClaim {claim_marker(slot.claim_index)}"
-
-
-def _frozen(amounts: Mapping[str, int] | None) -> tuple | None:
-    return None if amounts is None else tuple(sorted(amounts.items()))
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -282,11 +282,6 @@ class NodeLoad:
     pods: int = 0
 
 
-def node_rejects_pod(node: Node, load: NodeLoad, pod: Pod) -> str | None:
-    """Why kube-scheduler's own filters would refuse ``pod`` on ``node`` (None if they would not)."""
-    return static_rejection(node, pod) or resource_rejection(node, load, pod)
-
-
 def static_rejection(node: Node, pod: Pod) -> str | None:
     """The checks that depend only on the node and the pod's spec (node selector, required affinity, taints)."""
     for key, wanted in pod.node_selector.items():

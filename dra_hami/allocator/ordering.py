@@ -1,4 +1,4 @@
-"""Orderings shared by the policies and the state's cached node order: the deterministic tie-breaks live here."""
+"""Node-level policies (the order in which nodes are tried) and the deterministic tie-breaks of every ordering."""
 
 from __future__ import annotations
 
@@ -16,10 +16,40 @@ def natural_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
 
 
-def node_order_key(policy: str, name: str, utilisation: float) -> tuple:
-    """Lower sorts first. binpack: most GPU capacity already allocated first; spread: least first; then name."""
-    if policy == BINPACK:
-        return (-utilisation, name)
-    if policy == SPREAD:
-        return (utilisation, name)
-    return (name,)
+class NodePolicy:
+    """Which node to try first. ``ClusterState.in_policy_order`` keeps the nodes sorted by ``order_key``
+    incrementally (per policy name), so the key must depend only on the node's name and mean GPU utilisation.
+    """
+
+    name: str = ""
+
+    def order_key(self, node_name: str, utilisation: float) -> tuple:
+        """Lower sorts first; the key ends with the node name, the deterministic tie-break."""
+        raise NotImplementedError
+
+
+class BinpackNodes(NodePolicy):
+    """Most GPU capacity already allocated first: fills nodes before opening new ones."""
+
+    name = BINPACK
+
+    def order_key(self, node_name: str, utilisation: float) -> tuple:
+        return (-utilisation, node_name)
+
+
+class SpreadNodes(NodePolicy):
+    """Least GPU capacity allocated first: spreads pods over the nodes."""
+
+    name = SPREAD
+
+    def order_key(self, node_name: str, utilisation: float) -> tuple:
+        return (utilisation, node_name)
+
+
+class FirstFitNodes(NodePolicy):
+    """By name only, like the stock scheduler's stable order."""
+
+    name = FIRST_FIT
+
+    def order_key(self, node_name: str, utilisation: float) -> tuple:
+        return (node_name,)

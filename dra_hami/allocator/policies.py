@@ -1,7 +1,8 @@
-"""Placement policies: pure scoring functions over the cluster state, selectable per cluster and per pod.
+"""The placement policies by name, selectable per cluster and per pod (HAMi's annotations).
 
-Node level decides which node; GPU level decides which devices on it. Every ordering ends in a deterministic
-tie-break: node name, then device name (natural order, so hami-gpu-2 comes before hami-gpu-10).
+Node level (``ordering.NodePolicy``) decides which node is tried first; GPU level (``policy.GpuPolicy``)
+decides which devices on it, and for the scoring policies which node wins. Every ordering ends in a
+deterministic tie-break: node name, then device name (natural order, so hami-gpu-2 comes before hami-gpu-10).
 """
 
 from __future__ import annotations
@@ -9,27 +10,66 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from dra_hami.wire import ATTR_PCIE_ROOT
-
 from .errors import PolicyError
-from .fragmentation import FragmentationScorer, GpuProfile
+from .fragmentation_policy import FRAGMENTATION, FragmentationPolicy
 from .model import Device
 from .nodes import Pod
-from .ordering import BINPACK, FIRST_FIT, SPREAD, natural_key
-from .search import Solution
-from .state import ClusterState
+from .ordering import BINPACK, FIRST_FIT, SPREAD, BinpackNodes, FirstFitNodes, NodePolicy, SpreadNodes, natural_key
+from .policy import GpuPolicy
+from .topology import TOPOLOGY, TopologyPolicy, packed_order
 
 ANNOTATION_NODE_POLICY = "hami.io/node-scheduler-policy"
 ANNOTATION_GPU_POLICY = "hami.io/gpu-scheduler-policy"
 
-TOPOLOGY = "topology"
-FRAGMENTATION = "fragmentation"
 
-NODE_POLICIES = (BINPACK, SPREAD, FIRST_FIT)
-GPU_POLICIES = (BINPACK, SPREAD, FIRST_FIT, TOPOLOGY, FRAGMENTATION)
+class BinpackGpus(GpuPolicy):
+    """Devices already in use first: fills GPUs before opening idle ones."""
 
-# Topology levels, most important first. Unqualified names are looked up in the device's driver domain.
-TOPOLOGY_LEVELS = ("numaNode", ATTR_PCIE_ROOT, "nvlinkGroup")
+    name = BINPACK
+
+    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+        return packed_order(device, utilisation)
+
+
+class SpreadGpus(GpuPolicy):
+    """Least used devices first."""
+
+    name = SPREAD
+
+    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+        return (utilisation, natural_key(device.name))
+
+
+class FirstFitGpus(GpuPolicy):
+    """The stock allocator's listing order."""
+
+    name = FIRST_FIT
+
+    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+        return (device.order,)
+
+
+NODE_POLICY: Mapping[str, NodePolicy] = {p.name: p for p in (BinpackNodes(), SpreadNodes(), FirstFitNodes())}
+GPU_POLICY: Mapping[str, GpuPolicy] = {
+    p.name: p for p in (BinpackGpus(), SpreadGpus(), FirstFitGpus(), TopologyPolicy(), FragmentationPolicy())
+}
+NODE_POLICIES = tuple(NODE_POLICY)  # the built-in names, for command-line choices
+GPU_POLICIES = tuple(GPU_POLICY)
+
+__all__ = [
+    "BINPACK",
+    "FIRST_FIT",
+    "FRAGMENTATION",
+    "GPU_POLICIES",
+    "GPU_POLICY",
+    "NODE_POLICIES",
+    "NODE_POLICY",
+    "SPREAD",
+    "TOPOLOGY",
+    "PolicyChoice",
+    "policy_for",
+    "policy_for_pod",
+]
 
 
 def _check(name: str, valid: Sequence[str], what: str) -> str:
@@ -44,13 +84,16 @@ class PolicyChoice:
     gpu: str = BINPACK
 
     def __post_init__(self) -> None:
-        _check(self.node, NODE_POLICIES, "node")
-        _check(self.gpu, GPU_POLICIES, "GPU")
+        _check(self.node, tuple(NODE_POLICY), "node")
+        _check(self.gpu, tuple(GPU_POLICY), "GPU")
 
     @property
-    def scores_device_sets(self) -> bool:
-        """Whether candidate device sets are compared by a score, rather than the first fit in policy order."""
-        return self.gpu in (TOPOLOGY, FRAGMENTATION)
+    def node_policy(self) -> NodePolicy:
+        return NODE_POLICY[self.node]
+
+    @property
+    def gpu_policy(self) -> GpuPolicy:
+        return GPU_POLICY[self.gpu]
 
 
 def policy_for_pod(default: PolicyChoice, annotations: Mapping[str, str]) -> PolicyChoice:
@@ -65,86 +108,3 @@ def policy_for_pod(default: PolicyChoice, annotations: Mapping[str, str]) -> Pol
 
 def policy_for(default: PolicyChoice, pod: Pod) -> PolicyChoice:
     return policy_for_pod(default, pod.annotations)
-
-
-# -------------------------------------------------------------------------------------------- GPU level
-
-
-def device_order_key(policy: str, device: Device, utilisation: float) -> tuple:
-    """Order in which devices are tried. first-fit keeps the stock allocator's listing order."""
-    if policy == FIRST_FIT:
-        return (device.order,)
-    if policy == SPREAD:
-        return (utilisation, natural_key(device.name))
-    # binpack, and the set-scoring policies, which start from a packed order.
-    return (-utilisation, natural_key(device.name))
-
-
-def topology_value(device: Device, level: str) -> object:
-    name = level if "/" in level else f"{device.key.driver}/{level}"
-    return device.attributes.get(name)
-
-
-def topology_groups(devices: Sequence[Device]) -> list[frozenset]:
-    """Sets of devices sharing a NUMA node, a PCIe root or an NVLink group: the aligned sets to try first."""
-    groups: list[frozenset] = []
-    for level in TOPOLOGY_LEVELS:
-        by_value: dict[object, set] = {}
-        for device in devices:
-            value = topology_value(device, level)
-            if value is not None:
-                by_value.setdefault((type(value).__name__, value), set()).add(device.key)
-        for _, keys in sorted(by_value.items(), key=lambda item: str(item[0])):
-            groups.append(frozenset(keys))
-    return groups
-
-
-def topology_score(solution: Solution) -> tuple[int, ...]:
-    """(same NUMA node, same PCIe root, same NVLink group): 1 when every chosen device shares the value.
-
-    A level no chosen device publishes tells nothing and counts as aligned, so that a fully aligned set can be
-    recognised (and the search stop) on nodes that publish only some levels.
-    """
-    devices = {pick.device.key: pick.device for pick in solution}.values()
-    score = []
-    for level in TOPOLOGY_LEVELS:
-        values = {topology_value(d, level) for d in devices}
-        score.append(1 if len(values) == 1 else 0)
-    return tuple(score)
-
-
-PERFECT_TOPOLOGY = (1, 1, 1)
-
-
-def fragmentation_increase(
-    state: ClusterState,
-    scorer: FragmentationScorer,
-    devices: Sequence[Device],
-    solution: Solution,
-    before: Sequence[GpuProfile] | None = None,
-) -> float:
-    """How much the node's expected fragmentation grows if ``solution`` is committed (FGD's gradient).
-
-    ``before`` (the node's current profiles, in ``devices`` order) may be passed when scoring many solutions.
-    """
-    added: dict = {}
-    dedicated: set = set()
-    for pick in solution:
-        if pick.amounts is None:
-            dedicated.add(pick.device.key)
-        else:
-            acc = added.setdefault(pick.device.key, {})
-            for key, value in pick.amounts.items():
-                acc[key] = acc.get(key, 0) + value
-    if before is None:
-        before = [scorer.profile(state.gpu_state(device)) for device in devices]
-    after = list(before)
-    for i, device in enumerate(devices):
-        if device.key in added or device.key in dedicated:
-            after[i] = scorer.profile(state.gpu_state(device, added.get(device.key), device.key in dedicated))
-    return scorer.fragmentation_of(after) - scorer.fragmentation_of(before)
-
-
-def packing_score(state: ClusterState, solution: Solution) -> float:
-    """Tie-break among equally scored sets: prefer devices already in use (keeps whole GPUs free)."""
-    return sum(state.utilisation(pick.device) for pick in solution)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .capacity import consumption, shortfall
@@ -158,13 +158,13 @@ class NodeSearch:
         state: ClusterState,
         slots: Sequence[Slot],
         candidates: Mapping[tuple[int, int], Candidates],
-        allowed: Callable[[Device], bool] | None = None,
+        allowed: Container[DeviceKey] | None = None,
         budget: int = DEFAULT_STEP_BUDGET,
     ) -> None:
         self.state = state
         self.slots = slots
         self.candidates = candidates
-        self.allowed = allowed
+        self.allowed = allowed  # the devices this search may use (None: all)
         self.steps_left = budget
         self._picks: list[Pick] = []
         self._pending: dict[DeviceKey, dict[str, int]] = {}  # shared consumption in this allocation
@@ -186,7 +186,7 @@ class NodeSearch:
         slot = self.slots[slot_index]
         for alt_index, alternative in enumerate(slot.alternatives):
             cands = self.candidates[(slot_index, alt_index)]
-            usable = [c for c in cands.usable if self.allowed is None or self.allowed(c[0])]
+            usable = cands.usable if self.allowed is None else [c for c in cands.usable if c[0].key in self.allowed]
             if alternative.allocation_mode == ALLOCATION_MODE_ALL:
                 if cands.all_mode_broken or len(usable) != len(cands.usable):
                     continue

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .capacity import SHARES, base_name
 from .cel import SelectorCache
 from .errors import SelectorError
-from .fragmentation import DemandModel, DemandSnapshot, FragmentationScorer, GpuState, TaskKind
+from .fragmentation import DemandModel, GpuState, TaskKind
 from .model import (
     AllocatedDevice,
     Claim,
@@ -28,7 +28,7 @@ from .model import (
     parse_slices,
 )
 from .nodes import Node, NodeLoad, Pod, parse_node, parse_pod, static_rejection, static_signature
-from .ordering import node_order_key
+from .ordering import NodePolicy
 
 if TYPE_CHECKING:
     from .allocate import Placement
@@ -87,12 +87,10 @@ class ClusterState:
         self.node_names: list[str] = sorted(self.nodes)
         self._usage: dict[DeviceKey, DeviceUsage] = {}
         self._claims: dict[str, tuple[AllocatedDevice, ...]] = {}
-        self._claim_nodes: dict[str, Any] = {}
         self._loads: dict[str, NodeLoad] = {}
         self._pods: dict[str, tuple[str, int, int]] = {}
         self._summaries: dict[str, NodeSummary] = {}
         self._devices_for_node: dict[str, list[Device]] = {}
-        self._scorer: FragmentationScorer | None = None
         self._utilisation: dict[DeviceKey, float] = {}
         self._gpu_states: dict[DeviceKey, GpuState] = {}
         # Node policy -> nodes sorted by their order key (each key ends with the node name), kept sorted
@@ -103,18 +101,7 @@ class ClusterState:
         self._usage_ids: dict[str, int] = {}  # node -> interned usage fingerprint of the devices visible from it
         self._usage_interned: dict[tuple, int] = {}
         self._usage_issued = 0
-        # Caches of allocate.py shared across pods, valid for this state's devices (which never change):
-        # request signature -> node -> static shape id; static fingerprint -> id; per request signature and
-        # policy: (static shape id, usage id) -> what the search found on such a node.
-        self.static_shapes: dict[tuple, dict[str, int]] = {}
-        self.shape_ids: dict[tuple, int] = {}
-        self.outcomes: dict[tuple, dict[tuple[int, int], Any]] = {}
-        self._node_versions: dict[str, int] = {}
-        self._global_version = 0  # bumped when a device outside any one node changes
         self._static_filters: dict[tuple, tuple[list[str], dict[str, str]]] = {}
-        # Kept for callers of the earlier per-node refusal cache; the allocator now caches outcomes per node
-        # shape (``outcomes``), which covers unchanged nodes and also nodes used alike.
-        self.refusals: dict[tuple[str, tuple], tuple[tuple[int, int], str]] = {}
         for claim in claims:
             self.record_claim(claim)
         for pod in pods:
@@ -177,10 +164,6 @@ class ClusterState:
             cached = self._utilisation[device.key] = self._compute_utilisation(device)
         return cached
 
-    def node_version(self, node_name: str) -> tuple[int, int]:
-        """Changes whenever the usage of a device visible from the node changes."""
-        return self._node_versions.get(node_name, 0), self._global_version
-
     def warm_selectors(self) -> int:
         """Evaluate every DeviceClass selector on every device now (~0.5 ms each) instead of on first use.
 
@@ -196,8 +179,8 @@ class ClusterState:
                     count += 1
         return count
 
-    def in_policy_order(self, policy: str, names: list[str]) -> list[str]:
-        """``names`` sorted by the node-level policy (then by name).
+    def in_policy_order(self, policy: NodePolicy, names: list[str]) -> list[str]:
+        """``names`` sorted by the node-level policy (its order key ends with the node name).
 
         The full order is kept sorted across calls; only nodes whose usage changed since are re-positioned.
         """
@@ -209,21 +192,21 @@ class ClusterState:
             return sorted(names, key=lambda n: self._order_key(policy, n))
         return [key[-1] for key in ordered if key[-1] in wanted]
 
-    def _order_key(self, policy: str, name: str) -> tuple:
+    def _order_key(self, policy: NodePolicy, name: str) -> tuple:
         node = self.nodes.get(name)
         utilisation = self.summary(node).utilisation if node is not None else 0.0
-        return node_order_key(policy, name, utilisation)
+        return policy.order_key(name, utilisation)
 
-    def _sorted_nodes(self, policy: str) -> list[tuple]:
-        ordered = self._ordered.get(policy)
-        keys = self._order_keys.setdefault(policy, {})
+    def _sorted_nodes(self, policy: NodePolicy) -> list[tuple]:
+        ordered = self._ordered.get(policy.name)
+        keys = self._order_keys.setdefault(policy.name, {})
         if ordered is None:
             for name in self.node_names:
                 keys[name] = self._order_key(policy, name)
-            ordered = self._ordered[policy] = sorted(keys.values())
-            self._order_dirty[policy] = set()
+            ordered = self._ordered[policy.name] = sorted(keys.values())
+            self._order_dirty[policy.name] = set()
             return ordered
-        dirty = self._order_dirty[policy]
+        dirty = self._order_dirty[policy.name]
         if len(dirty) > len(ordered) // 4:  # many changed (a shared device changed): sorting afresh is cheaper
             for name in dirty:
                 keys[name] = self._order_key(policy, name)
@@ -314,12 +297,6 @@ class ClusterState:
                 if left > max_free.get(key, (-1, ""))[0]:
                     max_free[key] = (left, device.name)
         return NodeSummary(len(devices), free_devices, max_free, util / len(devices) if devices else 0.0)
-
-    def fragmentation_scorer(self, snapshot: DemandSnapshot) -> FragmentationScorer:
-        """One scorer per demand snapshot, so per-GPU profiles stay cached across pods."""
-        if self._scorer is None or self._scorer.snapshot is not snapshot:
-            self._scorer = FragmentationScorer(snapshot)
-        return self._scorer
 
     def gpu_state(self, device: Device, extra: Mapping[str, int] | None = None, exclusive: bool = False) -> GpuState:
         """The device as fragmentation scoring sees it, optionally with a hypothetical allocation added."""
@@ -434,13 +411,11 @@ class ClusterState:
             self._usage_ids.pop(device.node_name, None)
             for dirty in self._order_dirty.values():
                 dirty.add(device.node_name)
-            self._node_versions[device.node_name] = self._node_versions.get(device.node_name, 0) + 1
         else:
             self._summaries.clear()  # a shared device may be visible from any node
             self._usage_ids.clear()
             for dirty in self._order_dirty.values():
                 dirty.update(self.node_names)
-            self._global_version += 1
 
 
 def task_kinds(results: Iterable[tuple[str, Device, Mapping[str, int] | None]], cpu_milli: int = 0) -> list[TaskKind]:

@@ -41,8 +41,3 @@ def config_message(kind: str, obj: Mapping[str, Any], problems: list[str]) -> st
 
 def dry_run(review_request: Mapping[str, Any]) -> bool:
     return bool(review_request.get("dryRun"))
-
-
-def object_of(review_request: Mapping[str, Any]) -> dict[str, Any]:
-    obj: Any = review_request.get("object") or {}
-    return obj if isinstance(obj, dict) else {}

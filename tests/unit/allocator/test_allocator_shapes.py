@@ -4,7 +4,8 @@ shared by nodes of the same shape. Both must give exactly the answers of a fresh
 from allocator_factories import DRIVER, claim, gpu, node, place, pod, request, resource_slice, state_of
 
 from dra_hami.allocator import PolicyChoice, Unplaceable, allocate_pod
-from dra_hami.allocator.ordering import node_order_key
+from dra_hami.allocator.policies import NODE_POLICY
+from dra_hami.allocator.search_cache import search_cache
 
 FIRST_FIT = PolicyChoice("first-fit", "first-fit")
 
@@ -18,30 +19,33 @@ def two_gpu_nodes(*names):
 
 
 def fresh_order(state, policy):
-    return sorted(state.node_names, key=lambda n: node_order_key(policy, n, state.summary(state.nodes[n]).utilisation))
+    return sorted(state.node_names, key=lambda n: policy.order_key(n, state.summary(state.nodes[n]).utilisation))
+
+
+BINPACK, SPREAD = NODE_POLICY["binpack"], NODE_POLICY["spread"]
 
 
 def test_node_order_follows_commits_and_releases():
     # Node utilisation is the mean over its GPUs of (memory share + cores share) / 2.
     # n2 gets 4Gi of 15Gi: (4/15)/2/2 = 0.067. Then n1 gets 8Gi: (8/15)/2/2 = 0.133 > n2.
     state = two_gpu_nodes("n1", "n2", "n3")
-    assert state.in_policy_order("binpack", state.node_names) == ["n1", "n2", "n3"]  # all idle: by name
+    assert state.in_policy_order(BINPACK, state.node_names) == ["n1", "n2", "n3"]  # all idle: by name
     place(state, pod("a", node_selector=on("n2")), [claim("a", request(memory="4Gi"))], FIRST_FIT)
-    assert state.in_policy_order("binpack", state.node_names) == ["n2", "n1", "n3"]
-    assert state.in_policy_order("spread", state.node_names) == ["n1", "n3", "n2"]
+    assert state.in_policy_order(BINPACK, state.node_names) == ["n2", "n1", "n3"]
+    assert state.in_policy_order(SPREAD, state.node_names) == ["n1", "n3", "n2"]
     place(state, pod("b", node_selector=on("n1")), [claim("b", request(memory="8Gi"))], FIRST_FIT)
-    assert state.in_policy_order("binpack", state.node_names) == ["n1", "n2", "n3"]
-    assert state.in_policy_order("binpack", ["n3", "n2"]) == ["n2", "n3"]  # a subset keeps the same order
+    assert state.in_policy_order(BINPACK, state.node_names) == ["n1", "n2", "n3"]
+    assert state.in_policy_order(BINPACK, ["n3", "n2"]) == ["n2", "n3"]  # a subset keeps the same order
     state.release("default/b")
-    assert state.in_policy_order("binpack", state.node_names) == ["n2", "n1", "n3"]
-    for policy in ("binpack", "spread", "first-fit"):
+    assert state.in_policy_order(BINPACK, state.node_names) == ["n2", "n1", "n3"]
+    for policy in NODE_POLICY.values():
         assert state.in_policy_order(policy, state.node_names) == fresh_order(state, policy)
 
 
 def test_unknown_node_names_are_ordered_as_idle_nodes():
     state = two_gpu_nodes("n1", "n2")
     place(state, pod("a", node_selector=on("n2")), [claim("a", request(memory="4Gi"))], FIRST_FIT)
-    assert state.in_policy_order("binpack", ["n1", "gone", "n2"]) == ["n2", "gone", "n1"]
+    assert state.in_policy_order(BINPACK, ["n1", "gone", "n2"]) == ["n2", "gone", "n1"]
 
 
 def test_nodes_of_one_shape_share_the_search_but_get_their_own_devices():
@@ -50,7 +54,7 @@ def test_nodes_of_one_shape_share_the_search_but_get_their_own_devices():
     second = allocate_pod(state, pod("b", node_selector=on("n2")), [claim("b", request(memory="2Gi"))])
     results = [o.claims[0].allocation["devices"]["results"][0] for o in (first, second)]
     assert [(r["pool"], r["device"]) for r in results] == [("n1", "hami-gpu-0"), ("n2", "hami-gpu-0")]
-    assert [ids["n1"] == ids["n2"] for ids in state.static_shapes.values()] == [True]
+    assert [ids["n1"] == ids["n2"] for ids in search_cache(state).static_ids().values()] == [True]
     assert state.node_usage_id(state.nodes["n1"]) == state.node_usage_id(state.nodes["n2"])
 
 

@@ -48,7 +48,7 @@ def test_a_placement_written_and_read_back_is_counted_once():
     assert _used(state) == (0, 0, 0)
 
 
-def test_refusals_are_forgotten_when_the_node_changes():
+def test_cached_refusals_are_forgotten_when_the_node_changes():
     state = state_of([resource_slice("n", [gpu("hami-gpu-0")])])
     place(state, pod("a"), [claim("a", request(memory="12Gi"))])
     first = allocate_pod(state, pod("b"), [claim("b", request(memory="8Gi"))])
