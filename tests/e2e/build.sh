@@ -3,10 +3,13 @@
 # pinned by the go.mod files under tests/e2e/build/. The result lives OUTSIDE the clone:
 #   ${DRA_HAMI_CACHE:-$HOME/.cache/dra-hami}/e2e/<version-key>/bin
 # and is reused while its stamp file is present. etcd (etcd-server), runc and busybox-static come from
-# Debian (installed with apt-get when missing and we are root).
+# Debian; this script never installs them (.ci/run does: apt-get install etcd-server runc busybox-static).
+# Go: the one on PATH (or /usr/local/go/bin), never a downloaded toolchain (GOTOOLCHAIN=local); it must be at
+# least the version the go.mod files under build/ ask for, checked before anything is downloaded.
 #
 # Usage: tests/e2e/build.sh
-#   The last line of stdout is the bin directory ("BIN_DIR=<path>"); progress and timings go to stderr.
+#   The last line of stdout is the bin directory ("BIN_DIR=<path>"); progress (each package as it compiles)
+#   and timings go to stderr.
 # Environment: DRA_HAMI_CACHE, E2E_BUILD_JOBS (go build -p, default 2), E2E_NICE (default 10).
 # The upstream example DRA driver's kubelet plugin (the peer of test_peer_comparison.py) is built the same way,
 # pinned by build/dra-example-driver/go.mod, under its own key and stamp, so changing it never rebuilds the
@@ -25,7 +28,9 @@ die() {
     exit 1
 }
 
-command -v go >/dev/null || die "go is not installed (needed to build kube-* and containerd from the module proxy)"
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null ||
+    die "go is not installed (needed to build kube-* and containerd from the module proxy); install Go from https://go.dev/dl/"
 
 mod_version() { # mod_version <go.mod> <module path>
     awk -v m="$2" '$1 == "require" && $2 == m { print $3 } $1 == m && $2 ~ /^v/ { print $2 }' "$1" | head -n1
@@ -44,16 +49,16 @@ out="$cache_root/$key"
 bin="$out/bin"
 stamp="$bin/.stamp"
 
-ensure_debian_pkg() { # ensure_debian_pkg <command> <package>
-    if command -v "$1" >/dev/null; then return 0; fi
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        log "installing Debian package $2 (for $1)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y --no-install-recommends "$2" >&2 ||
-            { apt-get update >&2 && apt-get install -y --no-install-recommends "$2" >&2; } ||
-            die "apt-get install $2 failed"
-    fi
-    command -v "$1" >/dev/null || die "$1 not found; install the Debian package $2"
+# The Go on PATH must be at least what every go.mod under build/ asks for (GOTOOLCHAIN=local never fetches one).
+go_needed="$(awk '$1 == "go" { print $2 }' "$build_src"/*/go.mod | sort -V | tail -n1)"
+go_have="${go_version#go}"
+if [[ -n "$go_needed" && "$(printf '%s\n%s\n' "$go_needed" "$go_have" | sort -V | head -n1)" != "$go_needed" ]]; then
+    die "$(command -v go) is $go_version; the pinned modules need go >= $go_needed (https://go.dev/dl/)"
+fi
+
+ensure_debian_pkg() { # ensure_debian_pkg <command> <package>: present, or say what to install (never installs)
+    command -v "$1" >/dev/null ||
+        die "$1 not found; install the Debian package $2 (apt-get install $2; .ci/run installs it)"
 }
 
 link_host_tools() {
@@ -92,7 +97,7 @@ build_example_driver() { # builds (once) and links $bin/dra-example-kubeletplugi
             mkdir -p "$example_out/bin.tmp"
             (cd "$example_src" && GOFLAGS=-mod=mod GOMODCACHE="$cache_root/go/mod" GOCACHE="$cache_root/go/build" \
                 GOMAXPROCS="$jobs" GOTOOLCHAIN=local CGO_ENABLED=0 nice -n "$nice_level" \
-                go build -p "$jobs" -trimpath "-ldflags=-s -w" -o "$example_out/bin.tmp/" \
+                go build -v -p "$jobs" -trimpath "-ldflags=-s -w" -o "$example_out/bin.tmp/" \
                 sigs.k8s.io/dra-example-driver/cmd/dra-example-kubeletplugin) >&2 ||
                 die "build dra-example-driver failed (see the output above)"
             [[ -x "$example_out/bin.tmp/dra-example-kubeletplugin" ]] ||
@@ -141,7 +146,7 @@ export CGO_ENABLED=0
 tmp="$out/bin.tmp"
 rm -rf "$tmp"
 mkdir -p "$tmp"
-flags=(-p "$jobs" -trimpath "-ldflags=-s -w -X github.com/containerd/containerd/v2/version.Version=${containerd_version#v}")
+flags=(-v -p "$jobs" -trimpath "-ldflags=-s -w -X github.com/containerd/containerd/v2/version.Version=${containerd_version#v}")
 
 t_all=$(date +%s)
 step() { # step <name> <dir> <go args...>
@@ -167,7 +172,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
     k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
-step "build kubernetes $k8s_version" "$build_src/kubernetes" build -p "$jobs" -trimpath "-ldflags=$k8s_ldflags" -o "$tmp/" \
+step "build kubernetes $k8s_version" "$build_src/kubernetes" build -v -p "$jobs" -trimpath "-ldflags=$k8s_ldflags" -o "$tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \

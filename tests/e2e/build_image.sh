@@ -15,7 +15,7 @@
 # after a source change reuses the base and the apt/venv layers.
 #
 # Usage: tests/e2e/build_image.sh
-#   Needs root, podman, runc and mmdebstrap (installed with apt-get when missing and we are root).
+#   Needs root, podman, runc and mmdebstrap (never installed here: apt-get install podman runc mmdebstrap).
 #   The last lines of stdout are IMAGE_ARCHIVE=<path> and IMAGE_REF=<name:tag>; progress goes to stderr.
 # Environment: DRA_HAMI_CACHE, E2E_NICE (default 10), DRA_HAMI_DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #   DRA_HAMI_IMAGE_REF (default docker.io/library/dra-hami:<chart appVersion>, what the chart's defaults pull).
@@ -35,15 +35,8 @@ die() {
 
 [[ "$(id -u)" == 0 ]] || die "needs root (rootful podman and mmdebstrap in root mode); run it as root"
 
-ensure_debian_pkg() { # ensure_debian_pkg <command> <package>
-    if command -v "$1" >/dev/null; then return 0; fi
-    if command -v apt-get >/dev/null; then
-        log "installing Debian package $2 (for $1)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y --no-install-recommends "$2" >&2 ||
-            { apt-get update >&2 && apt-get install -y --no-install-recommends "$2" >&2; } ||
-            die "apt-get install $2 failed; install the Debian package $2 by hand"
-    fi
+ensure_debian_pkg() { # ensure_debian_pkg <command> <package>: present, or say what to install (never installs:
+    # this script also runs inside a test fixture; .ci/run installs the packages)
     command -v "$1" >/dev/null || die "$1 not found; install the Debian package $2 (apt-get install $2)"
 }
 ensure_debian_pkg podman podman

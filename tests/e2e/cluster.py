@@ -61,21 +61,32 @@ class HarnessError(RuntimeError):
 # ----------------------------------------------------------------------------------------------- build
 
 
-def build_binaries(timeout: float = 3600) -> Path:
-    """Run build.sh (a no-op when the cache is warm) and return the bin directory."""
+def build_binaries(timeout: float = 3600, *, stream: bool = False) -> Path:
+    """Run build.sh (a no-op when the cache is warm) and return the bin directory.
+
+    ``stream``: build.sh's progress goes straight to this process's stderr as it happens (a cold build takes
+    minutes and must not look like a hang); else it is captured and shown afterwards.
+    """
     started = time.monotonic()
     proc = subprocess.run(
-        ["bash", str(E2E_DIR / "build.sh")], capture_output=True, text=True, timeout=timeout, check=False
+        ["bash", str(E2E_DIR / "build.sh")],
+        stdout=subprocess.PIPE,
+        stderr=None if stream else subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
+    stderr = "(shown above)" if stream else proc.stderr
     if proc.returncode != 0:
         raise HarnessError(
             f"tests/e2e/build.sh failed with exit code {proc.returncode} after {time.monotonic() - started:.0f} s:\n"
-            f"{_tail_text(proc.stderr, 60)}\n{_tail_text(proc.stdout, 20)}"
+            f"{_tail_text(stderr, 60)}\n{_tail_text(proc.stdout, 20)}"
         )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("BIN_DIR=")]
     if not lines:
-        raise HarnessError(f"build.sh printed no BIN_DIR line:\n{proc.stdout}\n{proc.stderr}")
-    sys.stderr.write(proc.stderr)
+        raise HarnessError(f"build.sh printed no BIN_DIR line:\n{proc.stdout}\n{stderr}")
+    if not stream:
+        sys.stderr.write(stderr)
     return Path(lines[-1].split("=", 1)[1])
 
 

@@ -1,7 +1,8 @@
 """Fixtures of the e2e suite: a real v1.36 control plane, kubelet and containerd on 127.0.0.1 (see cluster.py).
 
 Fixtures (all lazy: nothing is built or started unless a test asks for one):
-  e2e_bin_dir  session  the binaries of tests/e2e/build.sh (builds them when the cache is cold; ~20 min)
+  e2e_bin_dir  session  the binaries of tests/e2e/build.sh (builds them when the cache is cold, ~20 min, with its
+                        progress on the terminal; run tests/e2e/build.sh first to see it outside pytest)
   cluster      session  the running Cluster (API: cluster.kube, pods: cluster.wait_pod_phase / pod_log, ...)
   images       session  the cluster's ImageStore: busybox and pause are imported; ``images.add(ImageSpec(...))``
   hami_plugin  session  the dra-hami kubelet plugin (fake t4x2 GPUs) running against the cluster
@@ -28,11 +29,14 @@ _state: dict[str, Cluster] = {}
 
 
 @pytest.fixture(scope="session")
-def e2e_bin_dir() -> Path:
+def e2e_bin_dir(request: pytest.FixtureRequest) -> Path:
     if os.geteuid() != 0:
-        pytest.fail("the e2e cluster needs root (kubelet, containerd, runc)", pytrace=False)
+        why = "the e2e cluster needs root (kubelet, containerd, runc): run `pytest -m e2e` as root"
+        pytest.fail(why, pytrace=False)
     t0 = time.monotonic()
-    bin_dir = build_binaries()
+    # Output capture off while build.sh runs, so a cold build shows its progress instead of a silent pause.
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        bin_dir = build_binaries(stream=True)
     sys.stderr.write(f"\n[e2e] binaries ready in {time.monotonic() - t0:.1f} s: {bin_dir}\n")
     return bin_dir
 
