@@ -13,7 +13,7 @@ _ALNUM = _LETTERS | frozenset(string.digits)
 _VENDOR_MIDDLE = _ALNUM | frozenset("_.-")
 _CLASS_MIDDLE = _ALNUM | frozenset("_.-")  # '.' only since CDI 0.6.0 (see versions.py)
 _DEVICE_MIDDLE = _ALNUM | frozenset("_.:-")
-# SPEC.md: the vendor is a DNS subdomain (<= 253 characters), the class a DNS label (<= 63).
+# The CDI specification: the vendor is a DNS subdomain (<= 253 characters), the class a DNS label (<= 63).
 VENDOR_MAX_LEN = 253
 CLASS_MAX_LEN = 63
 

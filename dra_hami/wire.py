@@ -1,6 +1,6 @@
 """The wire contract shared by every component: names Kubernetes, the runtime and libvgpu agree on.
 
-Compatible with HAMi's DRA driver on purpose (see DESIGN.md, "Wire contract"). Only the driver name is
+Compatible with HAMi's DRA driver on purpose (see docs/design/wire-contract.md). Only the driver name is
 configurable; everything else derives from it.
 """
 

@@ -438,7 +438,8 @@ class _Allocation:
     def _share_id(self) -> str:
         share_id = str(self.share_ids())
         if not _SHARE_ID.match(share_id):
-            # The API server refuses anything but a lowercase RFC 4122 UUID (k8s136_observed.md, E5).
+            # The API server refuses anything but a lowercase RFC 4122 UUID
+            # (docs/design/observed-1.36.md#what-the-api-server-accepts-in-an-allocation).
             raise ValueError(f"share ID {share_id!r} is not a lowercase RFC 4122 UUID")
         return share_id
 

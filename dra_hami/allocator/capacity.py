@@ -1,6 +1,7 @@
 """Consumable capacity arithmetic, exactly as kube-scheduler's structured allocator does it (KEP 5075).
 
-All amounts are integers (Quantity.Value()); rounding and checks follow reference/dra_api.md section 4.
+All amounts are integers (Quantity.Value()); rounding and checks follow
+docs/design/consumable-capacity.md#how-the-scheduler-computes-consumption.
 """
 
 from __future__ import annotations

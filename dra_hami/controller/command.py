@@ -1,4 +1,4 @@
-"""`dra-hami controller`: the allocation controller of policy mode (see DESIGN.md, "Policy mode")."""
+"""`dra-hami controller`: the allocation controller of policy mode (docs/design/architecture.md)."""
 
 from __future__ import annotations
 

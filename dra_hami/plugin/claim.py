@@ -1,7 +1,8 @@
 """Read what the node needs from a ResourceClaim (a plain dict from the API server), checking it hard.
 
-Allocations written by a controller are not validated by the API server (reference/k8s136_observed.md,
-E5), so every amount is checked here before it reaches a CDI spec.
+Allocations written by a controller are not validated by the API server
+(docs/design/observed-1.36.md#what-the-api-server-accepts-in-an-allocation), so every amount is checked here
+before it reaches a CDI spec.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from dra_hami.plugin.state import ClaimRef, PluginState, PrepareResult
 
 log = logging.getLogger(__name__)
 
-# v1 first: a 1.35+ kubelet takes the first entry it knows (reference/dra_api.md 1.4).
+# v1 first: a 1.35+ kubelet takes the first entry it knows (docs/design/kubelet.md#registration).
 SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
 HEALTH_VERSION = "v1alpha1.DRAResourceHealth"
 

@@ -1,4 +1,4 @@
-"""One GPU as a resource.k8s.io/v1 Device, exactly per DESIGN.md's wire contract (pure)."""
+"""One GPU as a resource.k8s.io/v1 Device, exactly per docs/design/wire-contract.md (pure)."""
 
 from __future__ import annotations
 

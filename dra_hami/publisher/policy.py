@@ -1,7 +1,7 @@
 """Checks on our own devices before they are published (pure).
 
 The 1.36 API server panics on a request policy with step 0 and accepts negative min/step
-(reference/k8s136_observed.md, E1), and a rejected slice means a node with no GPUs at all. So every rule
+(docs/design/observed-1.36.md#slices), and a rejected slice means a node with no GPUs at all. So every rule
 the server enforces, and the ones it should, are checked here first, with messages naming the device.
 """
 

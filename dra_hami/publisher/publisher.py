@@ -1,9 +1,10 @@
 """Keeps the node's ResourceSlices equal to what discovery finds (the I/O edge of the publisher).
 
 The kubelet deletes a node's slices when it starts, and a driver's slices 30 s after the driver goes away
-(reference/dra_api.md 2.4), so publishing once is not enough: ``run`` reconciles on a timer, whenever the
-reflector (dra_hami.kube.reflector) reports one of our slices deleted or modified, and after each of its
-lists (a list follows a lost watch, so a deletion while no watch was open is repaired at once too).
+(docs/design/kubelet.md#what-the-kubelet-does-to-slices), so publishing once is not enough: ``run`` reconciles
+on a timer, whenever the reflector (dra_hami.kube.reflector) reports one of our slices deleted or modified, and
+after each of its lists (a list follows a lost watch, so a deletion while no watch was open is repaired at once
+too).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""libvgpu interception cost on the fake driver (hami_core.md §14 G, targets of §15).
+"""libvgpu interception cost on the fake driver (docs/design/hami-core.md: test matrix G, targets).
 
     python tests/bench/bench_libvgpu.py [--quick] [--lib PATH] [--no-build] [--out FILE]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compute-cap accuracy of libvgpu on the fake driver (hami_core.md §14 D.2/D.3, target of §15).
+"""Compute-cap accuracy of libvgpu on the fake driver (docs/design/hami-core.md: test matrix D.2/D.3, targets).
 
     python tests/bench/bench_limiter.py [--sms 20,80,132,188] [--caps 10,20,...,90] [--procs 1,2]
                                         [--seconds 6] [--warmup 2] [--jobs 8] [--no-build] [--out FILE]

@@ -1,7 +1,8 @@
 """Packing benchmark: every policy over the Alibaba openb trace variants, beside the FGD (ATC'23) artifact's numbers.
 
-Not collected by pytest (tests/bench/conftest.py ignores *.py). The traces are research-use data: they are read
-from /work/shared/traces (or --traces / --results) at run time and never copied into the repository.
+Not collected by pytest (tests/bench/conftest.py ignores *.py). The traces are research-use data: they are read at
+run time from $DRA_HAMI_TRACES (default ~/.cache/dra-hami/traces), or --traces / --results, and never copied into
+the repository. docs/design/packing.md says where to download them and what the replay does.
 
     python tests/bench/bench_packing.py                       # all variants, all policies, seeds 42..51
     python tests/bench/bench_packing.py --quick               # default trace only, seeds 42..44
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dra_hami.simulate import POLICIES, Simulation, load_nodes, load_pods, parse_seeds, run
 from dra_hami.simulate.report import PolicySummary
 
-TRACES = Path("/work/shared/traces/alibaba-openb")
-RESULTS = Path("/work/shared/traces/fgd-atc23-results/derived_summary_by_arrival.csv")
+# <root>/alibaba-openb/: the CSVs of alibaba/clusterdata cluster-trace-gpu-v2023/csv;
+# <root>/fgd-atc23-results/: analysis_allo_discrete.csv of the FGD artifact (experiments/analysis/expected_results).
+TRACES_ROOT = Path(os.environ.get("DRA_HAMI_TRACES") or Path.home() / ".cache" / "dra-hami" / "traces")
+TRACES = TRACES_ROOT / "alibaba-openb"
+RESULTS = TRACES_ROOT / "fgd-atc23-results" / "analysis_allo_discrete.csv"
 VARIANTS = [
     "default",
     "gpushare20",
@@ -47,14 +52,26 @@ TARGET_REPLAY_S = 600.0  # a 10-seed replay of one policy
 
 
 def published(path: Path) -> dict[tuple[str, str, int], float]:
-    """(variant, policy, arrived %) -> mean allocation % over the artifact's 10 seeds."""
+    """(variant, policy, arrived %) -> mean allocation % over the artifact's seeds.
+
+    Reads the artifact's own ``analysis_allo_discrete.csv`` (one row per workload, policy and seed; a column per
+    arrived %; policies labelled ``06-FGD`` etc.), or an already averaged table with the columns ``workload``,
+    ``policy``, ``arrived_pct`` and ``alloc_gpu_pct_mean``."""
     table: dict[tuple[str, str, int], float] = {}
     if not path.exists():
         return table
+    samples: dict[tuple[str, str, int], list[float]] = {}
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             variant = row["workload"].removeprefix("openb_pod_list_")
-            table[(variant, row["policy"], int(row["arrived_pct"]))] = float(row["alloc_gpu_pct_mean"])
+            if "alloc_gpu_pct_mean" in row:
+                table[(variant, row["policy"], int(row["arrived_pct"]))] = float(row["alloc_gpu_pct_mean"])
+                continue
+            policy = row["sc_policy"].split("-", 1)[-1]
+            for column, value in row.items():
+                if column.isdigit() and value:
+                    samples.setdefault((variant, policy, int(column)), []).append(float(value))
+    table.update({key: sum(values) / len(values) for key, values in samples.items()})
     return table
 
 

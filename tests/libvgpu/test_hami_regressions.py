@@ -1,6 +1,6 @@
 # ruff: noqa: F811  (pytest fixtures imported from helpers_libvgpu are used as parameters)
-"""Regression tests for HAMi-core bugs of shared/reference/hami_core.md §12 that the other
-libvgpu suites left open (see /work/notes/issue3-coverage.md): untracked frees, clone(), fork
+"""Regression tests for HAMi-core bugs (docs/design/hami-core.md, "Where HAMi-core breaks") that the
+other libvgpu suites left open: untracked frees, clone(), fork
 under lock contention, cuMemCreate device selection, usage above a process's limit, async loops
 and failing driver calls, process side effects, UUID-permuted device orders, and a driver
 without cuGetProcAddress_v2.

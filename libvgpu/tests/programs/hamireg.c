@@ -1,4 +1,4 @@
-/* hamireg: scenarios of HAMi-core bugs (shared/reference/hami_core.md §12) that need more than a
+/* hamireg: scenarios of HAMi-core bugs (docs/design/hami-core.md, "Where HAMi-core breaks") that need more than a
  * scripted sequence of driver calls; driven by tests/libvgpu/test_hami_regressions.py.
  *
  *   hamireg --mode=M [--size=S] [--n=N] [--threads=T] [--forks=F] [--hold=SECONDS|-1]

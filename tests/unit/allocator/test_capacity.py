@@ -1,4 +1,5 @@
-"""Consumable capacity, worked by hand against reference/dra_api.md section 4 and k8s136_observed.md E2."""
+"""Consumable capacity, worked by hand against docs/design/consumable-capacity.md and the
+scheduler's allocations in docs/design/observed-1.36.md#what-the-scheduler-allocated."""
 
 import pytest
 from allocator_factories import (
@@ -123,7 +124,7 @@ def _first_fit():
 
 
 class TestObservedScheduler:
-    """k8s136_observed.md E2: the real 1.36 scheduler's consumedCapacity, reproduced."""
+    """docs/design/observed-1.36.md#what-the-scheduler-allocated: the real 1.36 scheduler's consumedCapacity."""
 
     def test_e2_sequence(self):
         state = state_of([resource_slice("fakenode", [gpu("hami-gpu-0"), gpu("hami-gpu-1")])])
