@@ -292,7 +292,7 @@ same fields (see dra_hami/simulate/trace.py).
     "--plot",
     "plot_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write allocation vs arrived workload per policy: .svg (always) or .png (needs matplotlib).",
+    help="Also write allocation vs arrived workload per policy: .svg (always) or .png (needs the [plot] extra).",
 )
 @click.option(
     "--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Processes replaying seeds in parallel."
@@ -316,7 +316,10 @@ def simulate(nodes_file, pods_file, policy, seeds, output_format, plot_file, wor
         if suffix not in (".svg", ".png"):
             raise click.BadParameter(f"{plot_file}: must end in .svg or .png", param_hint="--plot")
         if suffix == ".png" and not matplotlib_available():
-            raise click.BadParameter("PNG needs matplotlib, which is not installed: use .svg", param_hint="--plot")
+            raise click.BadParameter(
+                "PNG needs matplotlib, which is not installed: pip install 'dra-hami[plot]', or use .svg",
+                param_hint="--plot",
+            )
     try:
         nodes = sim.load_nodes(nodes_file)
         pods = sim.load_pods(pods_file)

@@ -115,6 +115,7 @@ def test_png_without_matplotlib_or_bad_suffix(trace: tuple[Path, Path], tmp_path
     except ImportError:
         result = invoke("--nodes", str(nodes), "--pods", str(pods), "--plot", str(tmp_path / "x.png"))
         assert result.exit_code == 2 and "PNG needs matplotlib" in result.stderr
+        assert "dra-hami[plot]" in result.stderr  # the extra that brings it
 
 
 def test_help_documents_the_protocol() -> None:
