@@ -1,7 +1,7 @@
-"""libFuzzer runs of the libvgpu parsers (libvgpu/src/tests/fuzz_*.c): the strict size parser
+"""libFuzzer runs of the libvgpu parsers (libvgpu/tests/fuzz/fuzz_*.c): the strict size parser
 against a reference (fuzz_size) and the environment contract, including the
 VGPU_DEVICE_LIMIT_* list format and the indexed CUDA_DEVICE_*_LIMIT_<i> variables, against its
-invariants (fuzz_env).  Each harness first replays its seed corpus (libvgpu/tests/fuzz-corpus/,
+invariants (fuzz_env).  Each harness first replays its seed corpus (libvgpu/tests/fuzz/corpus/,
 which holds the inputs of past findings), then fuzzes for VGPU_FUZZ_SECONDS (default 20) with
 ASan + UBSan; any crash, leak, sanitizer report or invariant failure fails the test.
 
@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LIBVGPU = REPO / "libvgpu"
 FUZZ_BIN = LIBVGPU / "build" / "fuzz"
-CORPUS = LIBVGPU / "tests" / "fuzz-corpus"
+CORPUS = LIBVGPU / "tests" / "fuzz" / "corpus"
 HARNESSES = ["size", "env"]
 SECONDS = int(os.environ.get("VGPU_FUZZ_SECONDS", "20"))
 

@@ -121,7 +121,7 @@ int main(void)
         CHECK(vgpu_claim_env_lines(empty, "test", out, 8) == 0);
     }
 
-    /* Regression table (found by src/tests/fuzz_env.c): fields of VGPU_DEVICE_LIMIT_* were cut to
+    /* Regression table (found by tests/fuzz/fuzz_env.c): fields of VGPU_DEVICE_LIMIT_* were cut to
      * fixed buffers, so a valid memory field longer than 63 characters ("000...01g") was read as
      * 0 = unlimited (fail open) and an over-long UUID was cut (could name another GPU). */
     {
