@@ -1,5 +1,6 @@
-"""Build hooks: compile the kubelet gRPC protos before the package files are collected, and put a built libvgpu.so
-into the package when DRA_HAMI_LIBVGPU names one (the image build does; `dra-hami install-libvgpu` copies it out)."""
+"""Build hooks: compile the kubelet gRPC protos before the package files are collected, copy the repository's
+examples/ into the package (``dra-hami demo`` runs them when installed), and put a built libvgpu.so into the package
+when DRA_HAMI_LIBVGPU names one (the image build does; `dra-hami install-libvgpu` copies it out)."""
 
 import importlib.util
 import os
@@ -24,6 +25,12 @@ class BuildPyWithProtos(build_py):
         # Into the source tree, so editable installs see the stubs; regular builds then copy them.
         _codegen().generate(ROOT, ROOT)
         super().run()
+        # The examples stay at the top of the repository (docs and tests name them there); the package gets a copy.
+        examples = Path(self.build_lib) / "dra_hami" / "demo" / "examples"
+        shutil.rmtree(examples, ignore_errors=True)
+        examples.mkdir(parents=True)
+        for manifest in sorted((ROOT / "examples").glob("*.yaml")):
+            shutil.copy2(manifest, examples / manifest.name)
         library = os.environ.get("DRA_HAMI_LIBVGPU")
         target = Path(self.build_lib) / "dra_hami" / "lib" / "libvgpu.so"
         if not library:

@@ -199,29 +199,45 @@ def kubelet_plugin(**kwargs) -> None:
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Also write resourceslices.yaml, claims.yaml and cdi/*.json into this directory.",
+    help="Also write resourceslices.yaml, claims.yaml and cdi/*.json into this directory (a new or empty one, or "
+    "one an earlier demo wrote; see --force).",
 )
-@click.option("--profile", default="t4x2", show_default=True, help="Fake GPU profile of the demo node.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into a non-empty --output directory the demo did not make: only the demo's files are written, "
+    "nothing there is deleted.",
+)
+@click.option("--fake-profile", default="t4x2", show_default=True, help="Fake GPU profile of the demo node.")
+@click.option("--profile", "old_profile", hidden=True, help="Deprecated spelling of --fake-profile.")
 @click.option(
     "--examples",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Directory of example manifests. [default: the repository's examples/]",
+    help="Directory of example manifests. [default: the examples shipped with dra-hami]",
 )
 @click.option(
     "--policy",
     type=click.Choice(["first-fit", "binpack", "spread", "topology", "fragmentation"]),
     default="first-fit",
     show_default=True,
-    help="Placement policy of the allocator (first-fit is what kube-scheduler does).",
+    help="Default placement policy of the allocator (first-fit is what kube-scheduler does); a pod's "
+    "hami.io/*-scheduler-policy annotations override it, as in HAMi.",
 )
-def demo(output: Path | None, profile: str, examples: Path | None, policy: str) -> None:
+def demo(
+    output: Path | None, force: bool, fake_profile: str, old_profile: str | None, examples: Path | None, policy: str
+) -> None:
     """Show the whole node path on fake GPUs: slices, allocation, kubelet prepare over gRPC, CDI specs."""
+    from dra_hami.demo.manifests import ManifestError
+    from dra_hami.demo.output import OutputError
     from dra_hami.demo.run import run_demo
     from dra_hami.discovery import DiscoveryError
 
+    if old_profile is not None:
+        click.echo("warning: --profile is deprecated; use --fake-profile (as kubelet-plugin does)", err=True)
+        fake_profile = old_profile
     try:
-        run_demo(output=output, profile=profile, examples=examples, policy=policy)
-    except (DiscoveryError, ValueError) as err:
+        run_demo(output=output, profile=fake_profile, examples=examples, policy=policy, force=force)
+    except (DiscoveryError, ManifestError, OutputError, ValueError) as err:
         raise click.ClickException(str(err)) from err
 
 
@@ -320,6 +336,7 @@ def simulate(nodes_file, pods_file, policy, seeds, output_format, plot_file, wor
                 "PNG needs matplotlib, which is not installed: pip install 'dra-hami[plot]', or use .svg",
                 param_hint="--plot",
             )
+        _check_writable(plot_file)  # before the replay, which can take minutes
     try:
         nodes = sim.load_nodes(nodes_file)
         pods = sim.load_pods(pods_file)
@@ -345,12 +362,94 @@ def simulate(nodes_file, pods_file, policy, seeds, output_format, plot_file, wor
         "trace_pods": len(pods),
         "wall_s": round(time.perf_counter() - started, 2),
     }
-    if plot_file is not None:
-        sim.plot(summaries, plot_file, title=f"{Path(pods_file).name} on {Path(nodes_file).name}")
+    # The results first: a plot that fails to write (the disk filled up during the replay) loses nothing.
     if output_format == "json":
         click.echo(json.dumps(sim.to_json(summaries, trace), indent=2))
     else:
         click.echo(sim.to_table(summaries))
+    if plot_file is not None:
+        try:
+            sim.plot(summaries, plot_file, title=f"{Path(pods_file).name} on {Path(nodes_file).name}")
+        except OSError as err:
+            why = err.strerror or str(err)
+            raise click.ClickException(f"--plot {plot_file}: not written ({why}); the results are above") from None
+
+
+def _check_writable(path: Path) -> None:
+    """--plot must name a file we can create: an existing, writable directory and not a directory itself."""
+    import os
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise click.BadParameter(f"{path} is a directory; name a .svg or .png file", param_hint="--plot")
+    if not parent.is_dir():
+        raise click.BadParameter(f"{path}: directory {parent} does not exist", param_hint="--plot")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise click.BadParameter(f"{path}: not writable", param_hint="--plot")
+
+
+@main.command()
+@click.option(
+    "-f",
+    "--filename",
+    "filename",
+    required=True,
+    help="Manifest with HAMi pods (nvidia.com/gpu, gpumem, gpumem-percentage, gpucores); - reads standard input.",
+)
+@click.option(
+    "--slices",
+    "slices_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The cluster's GPUs as ResourceSlice YAML (kubectl get resourceslices -o yaml). [default: --fake-profile]",
+)
+@click.option(
+    "--fake-profile",
+    default="t4x2",
+    show_default=True,
+    help="Without --slices: the GPUs of this fake profile (built-in name or YAML file) stand in for the cluster's.",
+)
+@driver_name_option("DRA driver name (the DeviceClass the claims ask for).")
+def translate(filename: str, slices_file: Path | None, fake_profile: str, driver_name: str) -> None:
+    """Print what the webhook would admit for a HAMi manifest: claim templates and rewritten pods. No cluster.
+
+    Each Pod is translated as the webhook translates pods in a namespace labelled
+    dra-hami.project-hami.io/legacy-translation=enabled (or with --legacy-translation); a pod the webhook would
+    refuse prints the webhook's message on stderr and the exit code is 1. gpumem-percentage depends on the
+    GPUs' memory sizes: pass --slices for your cluster's.
+    """
+    import sys
+
+    from dra_hami import translate_preview as tp
+    from dra_hami.discovery import DiscoveryError
+
+    try:
+        text, source = tp.read_source(filename, sys.stdin.read() if filename == "-" else None)
+        docs = tp.load_documents(text, source)
+        if slices_file is not None:
+            gpus = tp.gpus_of_slices(tp.load_documents(slices_file.read_text(), str(slices_file)), driver_name)
+            origin = f"ResourceSlices of {slices_file}"
+        else:
+            gpus = tp.gpus_of_profile(fake_profile, driver_name)
+            origin = f"fake profile {fake_profile!r} (pass --slices for your cluster's)"
+    except (tp.InputError, DiscoveryError, OSError) as err:
+        raise _BadInput(str(err)) from None
+    result = tp.preview(docs, gpus, driver_name, source, tp.rfc3339_now())
+    sizes = ", ".join(sorted({f"{g.product_name} {g.memory >> 20}Mi" for g in gpus})) or "none"
+    click.echo(f"# GPUs the translation sees: {len(gpus)} from the {origin}: {sizes}")
+    for block in tp.render(result):
+        click.echo(block)
+    for line in result.skipped:
+        click.echo(f"skipped {line}", err=True)
+    for pod in result.pods:
+        for warning in pod.warnings:
+            click.echo(f"warning: {pod.where}: {warning}", err=True)
+    errors = [pod for pod in result.pods if pod.error]
+    for pod in errors:
+        click.echo(f"error: {pod.where}: {pod.error}", err=True)
+    if not result.pods:
+        click.echo(f"error: {source}: no Pod in the input", err=True)
+    if errors or not result.pods:
+        raise SystemExit(1)
 
 
 @main.command("install-libvgpu")

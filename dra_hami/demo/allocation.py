@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dra_hami.allocator import ClusterState, Placement, PolicyChoice, allocate_pod
+from dra_hami.allocator import ClusterState, Placement, PolicyChoice, allocate_pod, policy_for_pod
 from dra_hami.demo.manifests import Manifests, pod_claims
 
 POLICIES = ("first-fit", "binpack", "spread", "topology", "fragmentation")
@@ -22,6 +22,7 @@ class Landing:
     device: str
     memory: str
     cores: str
+    policy: str = ""  # the GPU policy that placed it: the demo's, or the pod's annotation
 
 
 @dataclass
@@ -42,8 +43,8 @@ def policy_choice(policy: str) -> PolicyChoice:
 
 def landing_table(landings: list[Landing]) -> list[str]:
     """The landings as aligned text columns."""
-    rows = [("POD", "CLAIM", "REQUEST", "NODE", "DEVICE", "MEMORY", "CORES")]
-    rows += [(x.pod, x.claim, x.request, x.node, x.device, x.memory, x.cores) for x in landings]
+    rows = [("POD", "CLAIM", "REQUEST", "NODE", "DEVICE", "MEMORY", "CORES", "POLICY")]
+    rows += [(x.pod, x.claim, x.request, x.node, x.device, x.memory, x.cores, x.policy) for x in landings]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
@@ -76,6 +77,7 @@ def allocate_examples(
             out.report.append(f"{pod_ref}: stays Pending: {decision.message}")
             continue
         state.commit(decision)
+        effective = policy_for_pod(choice, meta.get("annotations") or {}).gpu
         for placed in decision.claims:
             claim = by_key[placed.claim_key]
             claim["status"] = {"allocation": placed.allocation}
@@ -99,6 +101,7 @@ def allocate_examples(
                         device=result["device"],
                         memory="all" if whole else str(amounts.get("memory", "-")),
                         cores="all" if whole else str(amounts.get("cores", "-")),
+                        policy=effective,
                     )
                 )
     out.claims = list(by_key.values())

@@ -48,8 +48,10 @@ class PluginProcess:
     _dra: grpc.Channel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        # Unix socket paths are limited to 107 bytes: keep sockets under a short directory.
-        self.socket_root = Path(tempfile.mkdtemp(prefix="dh-", dir="/tmp"))
+        # Unix socket paths are limited to 107 bytes: keep sockets under a short directory (TMPDIR when it is
+        # short, else /tmp). cleanup() removes it.
+        parent = tempfile.gettempdir()
+        self.socket_root = Path(tempfile.mkdtemp(prefix="dh-", dir=parent if len(parent) <= 40 else "/tmp"))
 
     @property
     def plugin_dir(self) -> Path:

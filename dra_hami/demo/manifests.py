@@ -19,13 +19,34 @@ class Manifests:
     pods: list[dict[str, Any]] = field(default_factory=list)
 
 
+class ManifestError(ValueError):
+    """An example file that cannot be read; the message names the file and the document."""
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: cannot read: {err}") from None
+    for index, doc in enumerate(docs, 1):
+        if not isinstance(doc, dict) or not isinstance(doc.get("metadata") or {}, dict):
+            raise ManifestError(f"{path}: document {index} is not a Kubernetes object (a mapping with metadata)")
+        if doc.get("kind") in ("DeviceClass", "ResourceClaimTemplate", "ResourceClaim", "Pod") and not (
+            doc.get("metadata") or {}
+        ).get("name"):
+            raise ManifestError(f"{path}: document {index} ({doc['kind']}) has no metadata.name")
+    return docs
+
+
 def load(directory: Path) -> Manifests:
-    """Every YAML document of the directory's *.yaml files, sorted by file name; unknown kinds are ignored."""
+    """Every YAML document of the directory's *.yaml files, sorted by file name; unknown kinds are ignored.
+
+    Raises ManifestError naming the file for YAML that does not parse or a document that is not an object."""
     found = Manifests()
     for path in sorted(directory.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc:
-                continue
+        for doc in _documents(path):
             meta = doc.setdefault("metadata", {})
             meta.setdefault("namespace", "default")
             key = (meta["namespace"], meta["name"])
@@ -42,6 +63,42 @@ def load(directory: Path) -> Manifests:
                 meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"pod/{key[0]}/{key[1]}")))
                 found.pods.append(doc)
     return found
+
+
+def translate_legacy_pods(manifests: Manifests, slices: list[dict[str, Any]], driver: str, now: str) -> list[str]:
+    """Run each HAMi pod through `dra-hami translate` (the webhook's translation), in place: translated pods use
+    the templates it made, refused pods are dropped. Returns report lines."""
+    from dra_hami.translate_preview import gpus_of_slices, is_legacy, preview_pod
+
+    gpus = gpus_of_slices(slices, driver)
+    report, kept = [], []
+    for pod in manifests.pods:
+        if not is_legacy(pod):
+            kept.append(pod)
+            continue
+        meta = pod["metadata"]
+        shown = preview_pod(pod, gpus, driver, f"pod {meta['namespace']}/{meta['name']}", now)
+        if shown.error:
+            report.append(f"{shown.where}: refused, as the webhook would: {shown.error}")
+            continue
+        for template in shown.templates:
+            tmeta = template["metadata"]
+            manifests.templates[(tmeta["namespace"], tmeta["name"])] = template
+            request = template["spec"]["spec"]["devices"]["requests"][0]
+            body = request.get("exactly") or {
+                "capacity": {"requests": {"alternatives": len(request["firstAvailable"])}}
+            }
+            wanted = ", ".join(
+                f"{k}={v}" for k, v in sorted(((body.get("capacity") or {}).get("requests") or {}).items())
+            )
+            report.append(
+                f"{shown.where}: HAMi resources -> ResourceClaimTemplate {tmeta['name']} ({wanted or 'a whole GPU'})"
+            )
+        for warning in shown.warnings:
+            report.append(f"{shown.where}: warning: {warning}")
+        kept.append(shown.pod)
+    manifests.pods = kept
+    return report
 
 
 def pod_claims(pod: dict[str, Any], manifests: Manifests) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,24 +16,37 @@ from dra_hami.demo import manifests as manifest_io
 from dra_hami.demo.allocation import allocate_examples, landing_table
 from dra_hami.demo.apiserver import FakeApiServer
 from dra_hami.demo.kubelet import PluginProcess
+from dra_hami.demo.output import check_output, write_output
 from dra_hami.discovery import GpuInfo, load_discovery
 from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool, device_class
 
 NODE = "demo-node"
 DEMO_CLAIM = "inference-gpu"  # the 4 GiB slice of examples/single-slice.yaml
+# An installed package carries a copy of the repository's examples/ (setup.py's build_py puts it there);
+# a source checkout (editable install) uses examples/ itself.
+PACKAGED_EXAMPLES = Path(__file__).resolve().parent / "examples"
 REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def run_demo(output: Path | None, profile: str, examples: Path | None, policy: str = "first-fit") -> None:
-    examples = examples or REPO_EXAMPLES
+def default_examples() -> Path:
+    return PACKAGED_EXAMPLES if PACKAGED_EXAMPLES.is_dir() else REPO_EXAMPLES
+
+
+def run_demo(
+    output: Path | None, profile: str, examples: Path | None, policy: str = "first-fit", force: bool = False
+) -> None:
+    examples = examples or default_examples()
     if not examples.is_dir():
         raise click.ClickException(f"no examples directory at {examples}; pass --examples DIR")
+    if output is not None:
+        check_output(output, force)  # before any work: a refused --output must not cost a whole run
     gpus = load_discovery(profile).discover()
     config = PublisherConfig(node_name=NODE)
     slices = build_pool(gpus, config, generation=1)
     manifests = manifest_io.load(examples)
     classes = manifests.device_classes or [device_class(config.driver_name)]
+    translated = manifest_io.translate_legacy_pods(manifests, slices, config.driver_name, _now())
 
     _title(f"Node {NODE}: fake GPU profile {profile!r}, {len(gpus)} GPU(s)")
     for gpu in gpus:
@@ -42,14 +54,24 @@ def run_demo(output: Path | None, profile: str, examples: Path | None, policy: s
     _title("The ResourceSlice this node publishes")
     click.echo(yaml.safe_dump_all(slices, sort_keys=False).rstrip())
 
-    _title(f"Allocating the pods of {examples} ({policy}, consumable capacity as the scheduler computes it)")
+    if translated:
+        _title("HAMi pods, translated as the admission webhook would (what `dra-hami translate -f FILE` prints)")
+        for line in translated:
+            click.echo(f"  {line}")
+
+    _title(
+        f"Allocating the pods of {examples} (default policy {policy}; a pod's hami.io/node-scheduler-policy and "
+        f"gpu-scheduler-policy annotations override it; consumable capacity as the scheduler computes it)"
+    )
     allocated = allocate_examples(manifests, slices, classes, NODE, policy)
     for line in allocated.report:
         click.echo(f"  {line}")
-    _title(f"Where each claim landed ({policy} policy)")
+    _title("Where each claim landed (POLICY: the GPU policy that placed it)")
     for line in landing_table(allocated.landings):
         click.echo(f"  {line}")
 
+    # Everything temporary (the plugin's state, its /tmp/dh-* socket directory) goes away on every exit path:
+    # success, an error, Ctrl-C.
     with tempfile.TemporaryDirectory(prefix="dra-hami-demo-") as tmp:
         root = Path(tmp)
         api = FakeApiServer().start()
@@ -58,15 +80,24 @@ def run_demo(output: Path | None, profile: str, examples: Path | None, policy: s
                 api.put("resourceclaims", claim)
             build = libvgpu_run.ensure_built(click.echo)
             libvgpu = build / "libvgpu.so" if build else None
-            plugin = PluginProcess(root, api, node_name=NODE, profile=profile, libvgpu=libvgpu).start()
+            plugin = PluginProcess(root, api, node_name=NODE, profile=profile, libvgpu=libvgpu)
             try:
+                plugin.start()
                 _show_node(plugin, allocated.claims, libvgpu, gpus)
                 if output:
-                    _write_output(output, slices, allocated.claims, plugin.cdi_dir)
+                    written = write_output(output, slices, allocated.claims, plugin.cdi_dir)
+                    specs = sum(1 for name in written if name.startswith("cdi/"))
+                    _title(f"Wrote {output}/resourceslices.yaml, claims.yaml and cdi/ ({specs} spec(s))")
             finally:
-                plugin.stop()
+                plugin.cleanup()
         finally:
             api.stop()
+
+
+def _now() -> str:
+    from dra_hami.translate_preview import rfc3339_now
+
+    return rfc3339_now()
 
 
 def _show_node(plugin: PluginProcess, claims: list[dict[str, Any]], libvgpu: Path | None, gpus: list[GpuInfo]) -> None:
@@ -129,18 +160,6 @@ def _show_libvgpu(
     click.echo(f"  cuMemAlloc({run.first_size // mib} MiB)             -> {run.first_result}")
     click.echo(f"  cuMemGetInfo                     -> free {run.info_free // mib} MiB of {run.info_total // mib} MiB")
     click.echo(f"  cuMemAlloc({run.first_size // mib} MiB) again       -> {run.second_result}")
-
-
-def _write_output(output: Path, slices: list[dict[str, Any]], claims: list[dict[str, Any]], cdi_dir: Path) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "resourceslices.yaml").write_text(yaml.safe_dump_all(slices, sort_keys=False))
-    (output / "claims.yaml").write_text(yaml.safe_dump_all(claims, sort_keys=False))
-    target = output / "cdi"
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir()
-    for path in cdi_dir.glob("*.json"):
-        shutil.copy2(path, target / path.name)
-    _title(f"Wrote {output}/resourceslices.yaml, claims.yaml and cdi/ ({len(list(target.iterdir()))} spec(s))")
 
 
 def _title(text: str) -> None:

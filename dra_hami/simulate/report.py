@@ -145,9 +145,22 @@ def plot(summaries: Sequence[PolicySummary], path: Path, title: str = "") -> Non
         raise ValueError(f"{path}: plot format must be .svg or .png")
 
 
+# Widest advance of a 12px sans-serif glyph we print (digits, lower case, '/', '%'), rounded up: legend text is
+# sized with it, as an SVG file cannot measure its own text.
+LEGEND_CHAR_PX = 7.5
+
+
+def legend_label(summary: PolicySummary) -> str:
+    return f"{summary.name} {summary.at[100].mean:.2f}%"
+
+
 def svg(summaries: Sequence[PolicySummary], title: str = "", width: int = 720, height: int = 480) -> str:
-    """A dependency-free SVG line chart."""
-    left, right, top, bottom = 60, 170, 40, 50
+    """A dependency-free SVG line chart. The legend column is as wide as its longest label (``width`` grows to
+    keep a 490px plot area), so names like binpack/fragmentation are never clipped."""
+    longest = max((len(legend_label(s)) for s in summaries), default=0)
+    left, top, bottom = 60, 40, 50
+    right = max(170, 36 + int(LEGEND_CHAR_PX * longest + 0.5) + 10)
+    width = max(width, left + 490 + right)
     x_max, y_min, y_max = 130.0, 0.0, 100.0
     pw, ph = width - left - right, height - top - bottom
 
@@ -191,7 +204,7 @@ def svg(summaries: Sequence[PolicySummary], title: str = "", width: int = 720, h
             f'<line x1="{left + pw + 10}" y1="{ly}" x2="{left + pw + 30}" y2="{ly}" stroke="{colour}" '
             f'stroke-width="2"/>'
         )
-        label = f"{s.name} {s.at[100].mean:.2f}%"
+        label = legend_label(s)
         out.append(f'<text x="{left + pw + 36}" y="{ly + 4}">{escape(label)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -78,11 +78,11 @@ def test_policy_decides_where_the_examples_land(tmp_path: Path, policy: str, dev
     assert {(x.node, x.memory, x.cores) for x in landings} == {("demo-node", "2Gi", "10")}
 
 
-def test_landing_table_has_node_device_memory_and_cores(tmp_path: Path) -> None:
+def test_landing_table_has_node_device_memory_cores_and_the_policy(tmp_path: Path) -> None:
     header, first, second = landing_table(_landings(tmp_path, "spread"))
-    assert header.split() == ["POD", "CLAIM", "REQUEST", "NODE", "DEVICE", "MEMORY", "CORES"]
-    assert first.split()[0] == "default/a" and first.split()[3:] == ["demo-node", "hami-gpu-0", "2Gi", "10"]
-    assert second.split()[3:] == ["demo-node", "hami-gpu-1", "2Gi", "10"]
+    assert header.split() == ["POD", "CLAIM", "REQUEST", "NODE", "DEVICE", "MEMORY", "CORES", "POLICY"]
+    assert first.split()[0] == "default/a" and first.split()[3:] == ["demo-node", "hami-gpu-0", "2Gi", "10", "spread"]
+    assert second.split()[3:] == ["demo-node", "hami-gpu-1", "2Gi", "10", "spread"]
 
 
 def test_unknown_policy_is_refused_naming_the_option() -> None:

@@ -123,3 +123,49 @@ def test_help_documents_the_protocol() -> None:
     assert result.exit_code == 0
     for phrase in ("130%", "shuffled", "skipped", "gpu_spec", "fragmentation = binpack/fragmentation"):
         assert phrase in result.output
+
+
+def test_a_plot_path_that_cannot_be_written_is_refused_before_the_replay(trace: tuple[Path, Path]) -> None:
+    nodes, pods = trace
+    result = CliRunner().invoke(
+        main, ["simulate", "--nodes", str(nodes), "--pods", str(pods), "--seeds", "1", "--plot", "/nonexistent/x.svg"]
+    )
+    assert result.exit_code == 2
+    assert "--plot" in result.output and "/nonexistent does not exist" in result.output
+    assert "seed 1:" not in result.output  # nothing was replayed
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_results_are_printed_even_when_the_plot_fails(trace, tmp_path, monkeypatch) -> None:
+    import dra_hami.simulate as sim
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sim, "plot", full_disk)
+    nodes, pods = trace
+    result = CliRunner().invoke(
+        main,
+        ["simulate", "--nodes", str(nodes), "--pods", str(pods), "--seeds", "1", "--policy", "binpack",
+         "--workers", "1", "-q", "--plot", str(tmp_path / "p.svg")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].split()[:2] == ["policy", "node/gpu"]
+    assert "No space left on device" in result.output and "the results are above" in result.output
+
+
+def test_the_svg_legend_fits_the_longest_policy_name(trace: tuple[Path, Path], tmp_path: Path) -> None:
+    import re
+
+    nodes, pods = trace
+    plot = tmp_path / "p.svg"
+    policies = "first-fit/fragmentation,binpack"
+    result = invoke("--nodes", str(nodes), "--pods", str(pods), "--seeds", "1", "--policy", policies, "--plot",
+                    str(plot), "-q", "--workers", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = plot.read_text()
+    width = float(re.search(r'<svg [^>]*width="(\d+)"', text).group(1))
+    label = re.search(r'<text x="([\d.]+)" y="[\d.]+">(first-fit/fragmentation [^<]*)</text>', text)
+    assert label, text
+    # 7.5px per character is wider than any glyph of a 12px sans-serif label: the text ends inside the image.
+    assert float(label.group(1)) + 7.5 * len(label.group(2)) <= width
