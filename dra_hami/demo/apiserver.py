@@ -7,10 +7,12 @@ resourceVersion conflicts and field selectors, the subset the node side uses.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import queue
 import re
+import socket
 import sys
 import threading
 import uuid
@@ -37,10 +39,17 @@ class FakeApiServer:
         self._version = 0
         self._watchers: list[tuple[str, queue.Queue]] = []
         self.requests: list[tuple[str, str]] = []  # (method, path), for tests that count API calls
+        self._connections: set[socket.socket] = set()
+        self._port = 0
+        self._bind()
+
+    def _bind(self) -> None:
         handler = type("Handler", (_Handler,), {"store": self})
-        self._http = _QuietServer(("127.0.0.1", 0), handler)
+        self._http = _QuietServer(("127.0.0.1", self._port), handler)
         self._http.daemon_threads = True
+        self._port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self.running = False
 
     @property
     def url(self) -> str:
@@ -48,12 +57,27 @@ class FakeApiServer:
         return f"http://{host}:{port}"
 
     def start(self) -> FakeApiServer:
+        """Serve (again, on the same port, with the same objects, after ``stop``: an API server restart)."""
+        if self._thread.ident is not None:
+            self._bind()
         self._thread.start()
+        self.running = True
         return self
 
     def stop(self) -> None:
+        """Go away like a crashed API server: the port refuses, open connections and watches are cut."""
+        if not self.running:
+            return
+        self.running = False
         self._http.shutdown()
         self._http.server_close()
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+            for _, sink in self._watchers:
+                sink.put(None)  # ends the stream
+        for conn in connections:
+            with contextlib.suppress(OSError):  # already closed by the client
+                conn.shutdown(socket.SHUT_RDWR)
 
     def write_kubeconfig(self, path: Path) -> Path:
         config = {
@@ -213,6 +237,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the demo prints its own story
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.store._lock:
+            self.store._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.store._lock:
+            self.store._connections.discard(self.connection)
+        super().finish()
+
     def _dispatch(self) -> None:
         url = urlparse(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -244,6 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
                     event = sink.get(timeout=deadline)
                 except queue.Empty:
                     break
+                if event is None:  # the server is stopping: cut the stream, no clean end
+                    return
                 if not _selected(event["object"], query):
                     continue
                 line = json.dumps(event).encode() + b"\n"

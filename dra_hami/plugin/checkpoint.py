@@ -34,6 +34,22 @@ class ClaimState(StrEnum):
     COMPLETED = "PrepareCompleted"
 
 
+@dataclass(frozen=True)
+class ShareUse:
+    """What one share of a prepared claim takes of a GPU (the node-side capacity guard adds these up)."""
+
+    device: str
+    memory: int  # bytes
+    cores: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.device, "memory": self.memory, "cores": self.cores}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShareUse:
+        return cls(str(data["device"]), int(data["memory"]), int(data["cores"]))
+
+
 @dataclass
 class ClaimRecord:
     uid: str
@@ -43,9 +59,11 @@ class ClaimRecord:
     boot_id: str
     spec: dict[str, Any] | None = None
     devices: list[PreparedDevice] = field(default_factory=list)
+    # None: recorded by a plugin version that did not keep it (read back from the spec when needed)
+    shares: list[ShareUse] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "namespace": self.namespace,
             "name": self.name,
             "state": self.state.value,
@@ -53,6 +71,9 @@ class ClaimRecord:
             "spec": self.spec,
             "devices": [d.to_json() for d in self.devices],
         }
+        if self.shares is not None:
+            data["shares"] = [s.to_json() for s in self.shares]
+        return data
 
     @classmethod
     def from_json(cls, uid: str, data: dict[str, Any]) -> ClaimRecord:
@@ -64,6 +85,7 @@ class ClaimRecord:
             boot_id=data["bootID"],
             spec=data.get("spec"),
             devices=[PreparedDevice.from_json(d) for d in data.get("devices") or []],
+            shares=None if data.get("shares") is None else [ShareUse.from_json(s) for s in data["shares"]],
         )
 
 

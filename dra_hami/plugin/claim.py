@@ -48,6 +48,7 @@ class NodeDevice:
     minor: int
     pci_bus_id: str
     memory: int  # published memory capacity in bytes
+    shares: int = 0  # published share capacity (how many claims may share it); 0: not known, not checked
 
 
 def read_allocation(

@@ -13,10 +13,11 @@ from dra_hami.discovery import load_discovery
 from dra_hami.health import monitor as health_monitor
 from dra_hami.health.nvml import DEFAULT_IGNORED_XIDS
 from dra_hami.health.service import HealthService
-from dra_hami.kube.client import ApiError, RawKubeApi
+from dra_hami.kube.client import ApiError, KubeApi, RawKubeApi
+from dra_hami.kube.reflector import Backoff
 from dra_hami.plugin.cdi_spec import CdiSettings, Injection
 from dra_hami.plugin.checkpoint import Checkpoint, read_boot_id
-from dra_hami.plugin.inventory import node_devices
+from dra_hami.plugin.inventory import Inventory
 from dra_hami.plugin.server import PluginServer
 from dra_hami.plugin.state import PluginState
 from dra_hami.publisher.config import PublisherConfig
@@ -67,7 +68,6 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
     publisher_config = PublisherConfig(
         driver_name=options.driver_name,
         node_name=options.node_name,
-        node_uid=_node_uid(api, options.node_name),
         split_count=options.split_count,
         reserved_memory=options.reserved_memory,
         memory_scaling=options.memory_scaling,
@@ -84,12 +84,19 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
             recovery_seconds=options.health_recovery_seconds,
         )
         publish_from = health_monitor.LastKnownDiscovery(discovery, health.tracker)
-    publisher = SlicePublisher(api, publish_from, publisher_config, taints=health.taints if health else None)
+    inventory = Inventory(
+        options.plugin_dir / "inventory.json",
+        fallback=lambda: build_pool(publish_from.discover(), publisher_config, generation=0),
+    )
+    publisher = SlicePublisher(
+        api,
+        publish_from,
+        publisher_config,
+        taints=health.taints if health else None,
+        on_published=inventory.published,
+    )
     if health is not None:
         health.tracker.on_change(publisher.poke)  # taints follow health changes at once
-
-    def devices():
-        return node_devices(build_pool(discovery.discover(), publisher_config, generation=0))
 
     settings = CdiSettings(
         driver_name=options.driver_name,
@@ -101,13 +108,14 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
     state = PluginState(
         api=api,
         pool=options.node_name,
-        devices=devices,
+        devices=inventory.devices,
         settings=settings,
         specs=cdi_store.ClaimSpecStore(options.cdi_dir, options.driver_name),
         checkpoint=Checkpoint(options.plugin_dir / "checkpoint.json"),
         boot_id=read_boot_id(options.boot_id_file),
         require_libvgpu=options.require_libvgpu,
     )
+    state.heal()  # a CDI dir wiped while the plugin was down: running pods' restarts need their specs
     server = PluginServer(
         state,
         options.driver_name,
@@ -126,7 +134,7 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
         signal.signal(signal.SIGINT, on_signal)
 
     threads = [
-        threading.Thread(target=publisher.run, args=(stop, options.publish_interval), name="publisher", daemon=True),
+        threading.Thread(target=_publish, args=(api, publisher, options, stop), name="publisher", daemon=True),
         threading.Thread(target=_sweep_loop, args=(state, stop, options.sweep_interval), name="sweep", daemon=True),
     ]
     if health is not None:
@@ -140,13 +148,34 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
     state.close()
 
 
-def _node_uid(api: RawKubeApi, node_name: str) -> str | None:
-    """The Node's UID, so our slices are garbage-collected with it; publishing works without it."""
-    try:
-        return api.get_node(node_name)["metadata"]["uid"]
-    except ApiError as err:
-        log.warning("cannot read Node %s (%s): slices get no owner reference", node_name, err)
-        return None
+def _publish(api: KubeApi, publisher: SlicePublisher, options: PluginOptions, stop: threading.Event) -> None:
+    """Read the Node (its UID owns our slices) once the API server answers, then publish until stopped.
+
+    Runs beside the gRPC server: a node whose API server is down still registers and serves the claims
+    it can (issue: the plugin used to exit at start when the Node could not be read)."""
+    uid = _node_uid(api, options.node_name, stop)
+    if uid:
+        publisher.set_node_uid(uid)
+    publisher.run(stop, options.publish_interval)
+
+
+def _node_uid(api: KubeApi, node_name: str, stop: threading.Event) -> str | None:
+    """The Node's UID, so our slices are garbage-collected with it; publishing works without it.
+
+    Waits (with backoff) while the API server is unreachable: nothing can be published meanwhile anyway."""
+    backoff = Backoff(initial=1.0, cap=30.0)
+    while not stop.is_set():
+        try:
+            return api.get_node(node_name)["metadata"]["uid"]
+        except ApiError as err:
+            if not err.unreachable:
+                log.warning("cannot read Node %s (%s): slices get no owner reference", node_name, err)
+                return None
+            wait = backoff.next()
+            log.warning("cannot read Node %s (%s); serving the node from its checkpoint, retrying in %.0fs",
+                        node_name, err, wait)  # fmt: skip
+            stop.wait(wait)
+    return None
 
 
 def _sweep_loop(state: PluginState, stop: threading.Event, interval: float) -> None:

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 from cdi import atomic_write
 from dra_hami import wire
 from dra_hami.kube.client import ApiError, KubeApi
+from dra_hami.plugin.capacity import admit
 from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_env_file, claim_identity
-from dra_hami.plugin.checkpoint import Checkpoint, CheckpointError, CheckpointTooNew, ClaimRecord, ClaimState
+from dra_hami.plugin.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointTooNew,
+    ClaimRecord,
+    ClaimState,
+    ShareUse,
+)
 from dra_hami.plugin.claim import ClaimError, NodeDevice, read_allocation
 from dra_hami.plugin.claim_dirs import ClaimDirs
 
@@ -85,7 +94,7 @@ class PluginState:
         self._boot_id = boot_id
         self._require_libvgpu = require_libvgpu
         self._lock = threading.Lock()  # guards _records and checkpoint writes
-        self._claim_locks: dict[str, threading.Lock] = {}
+        self._claim_locks = ClaimLocks()
         self._pool_executor = ThreadPoolExecutor(api_workers, thread_name_prefix="claim-read")
         self._blocked = ""  # set when the checkpoint must not be touched (written by a newer version)
         self._pending_notice = ""  # told once to the kubelet after a corrupt checkpoint was rebuilt
@@ -138,9 +147,16 @@ class PluginState:
                     results[claim.uid] = done
                 else:
                     todo.append(claim)
-            planned = self._plan(todo, results)
+            if not todo:
+                return results  # repeats only: answered from the checkpoint, no API server needed
+            try:
+                devices = self._devices()
+            except Exception as err:  # InventoryError, or a bug: each claim gets the reason, none is lost
+                results.update({c.uid: PrepareResult(error=f"the node's device inventory: {err}") for c in todo})
+                return results
+            planned = self._plan(todo, devices, results)
             if planned:
-                self._commit(planned, results)
+                self._commit(planned, devices, results)
             return results
 
     def _already_prepared(self, claim: ClaimRef) -> PrepareResult | None:
@@ -149,24 +165,60 @@ class PluginState:
         if record is None or record.state is not ClaimState.COMPLETED or record.spec is None:
             return None
         try:
-            if record.boot_id != self._boot_id:
-                # No process of the previous boot is alive: its usage in the shared region is void.
-                self._reset_claim_dir(record)
-                self._specs.write(claim.uid, record.spec)
-                with self._lock:
-                    record.boot_id = self._boot_id
-                self._persist()
-            else:
-                self._ensure_claim_dir(record)
-                if not self._specs.holds(claim.uid, record.spec):
-                    self._specs.write(claim.uid, record.spec)  # heals a wiped or damaged CDI dir
+            self._rebuild(record)
         except OSError as err:
             return PrepareResult(error=f"rebuilding the CDI spec of claim {claim.uid}: {err}")
         return PrepareResult(devices=tuple(record.devices))
 
-    def _plan(self, claims: list[ClaimRef], results: dict[str, PrepareResult]) -> list[ClaimRecord]:
+    def _rebuild(self, record: ClaimRecord) -> None:
+        """Make a completed claim's claim dir and CDI spec what the checkpoint says (caller holds its lock)."""
+        assert record.spec is not None
+        if record.boot_id != self._boot_id:
+            # No process of the previous boot is alive: its usage in the shared region is void.
+            self._reset_claim_dir(record)
+            self._specs.write(record.uid, record.spec)
+            with self._lock:
+                record.boot_id = self._boot_id
+            self._persist()
+        else:
+            self._ensure_claim_dir(record)
+            if not self._specs.holds(record.uid, record.spec):
+                self._specs.write(record.uid, record.spec)  # heals a wiped or damaged CDI dir
+
+    def heal(self) -> list[str]:
+        """Rebuild the CDI specs and claim dirs of every completed claim that lost them (a wiped CDI dir).
+
+        The kubelet prepares when it creates a pod sandbox, not when it restarts a container, so a spec
+        that is only rewritten inside a prepare stays missing for running pods; this runs at start and in
+        every sweep. Returns the UIDs rebuilt. Needs no API server."""
+        healed = []
+        with self._lock:
+            records = [r for r in self._records.values() if r.state is ClaimState.COMPLETED and r.spec is not None]
+        for record in records:
+            with self._locked([record.uid]):
+                if self._records.get(record.uid) is not record:
+                    continue  # unprepared (or re-prepared) meanwhile
+                intact = (
+                    record.boot_id == self._boot_id
+                    and self._specs.holds(record.uid, record.spec or {})
+                    and (self._settings.claim_dir(record.uid) / wire.CLAIM_ENV_FILE).is_file()
+                )
+                if intact:
+                    continue
+                try:
+                    self._rebuild(record)
+                except (OSError, ValueError) as err:
+                    log.error("rebuilding the CDI spec and claim dir of claim %s: %s", record.uid, err)
+                    continue
+                healed.append(record.uid)
+        if healed:
+            log.warning("rebuilt the CDI spec or claim dir of %d prepared claim(s): %s", len(healed), healed)
+        return healed
+
+    def _plan(
+        self, claims: list[ClaimRef], devices: dict[str, NodeDevice], results: dict[str, PrepareResult]
+    ) -> list[ClaimRecord]:
         """Read and check each claim (API reads in parallel) and build its spec; failures go to results."""
-        devices = self._devices()
         planned = []
         outcomes = self._pool_executor.map(lambda c: self._plan_one(c, devices), claims)
         for claim, outcome in zip(claims, outcomes, strict=True):
@@ -180,15 +232,25 @@ class PluginState:
         try:
             obj = self._api.get_resource_claim(claim.namespace, claim.name)
         except ApiError as err:
+            if err.unreachable:
+                return (
+                    f"API server unreachable: reading ResourceClaim {claim.namespace}/{claim.name}: "
+                    f"{err.message} (claims prepared before are still served; the kubelet retries this one)"
+                )
             return f"reading ResourceClaim {claim.namespace}/{claim.name}: {err}"
         try:
             allocation = read_allocation(obj, claim.uid, self._settings.driver_name, self._pool, devices)
         except ClaimError as err:
             return str(err)
         spec, prepared = build_spec(allocation, devices, self._pool, self._settings)
-        return ClaimRecord(claim.uid, claim.namespace, claim.name, ClaimState.STARTED, self._boot_id, spec, prepared)
+        shares = [ShareUse(s.device, s.memory, s.cores) for s in allocation.shares if s.memory is not None]
+        return ClaimRecord(
+            claim.uid, claim.namespace, claim.name, ClaimState.STARTED, self._boot_id, spec, prepared, shares
+        )
 
-    def _commit(self, planned: list[ClaimRecord], results: dict[str, PrepareResult]) -> None:
+    def _commit(
+        self, planned: list[ClaimRecord], devices: dict[str, NodeDevice], results: dict[str, PrepareResult]
+    ) -> None:
         if self._require_libvgpu and not self._settings.libvgpu_path.is_file():
             error = (
                 f"libvgpu is not installed at {self._settings.libvgpu_path} on this node: the DaemonSet's "
@@ -197,8 +259,19 @@ class PluginState:
             results.update({r.uid: PrepareResult(error=error) for r in planned})
             return
         with self._lock:
+            admitted = []
             for record in planned:
+                # Checked and recorded under one lock: two batches cannot both take the last capacity.
+                refusal = admit(record, self._records.values(), devices)
+                if refusal:
+                    log.error("claim %s/%s: %s", record.namespace, record.name, refusal)
+                    results[record.uid] = PrepareResult(error=refusal)
+                    continue
                 self._records[record.uid] = record
+                admitted.append(record)
+        planned = admitted
+        if not planned:
+            return
         try:
             self._persist()
         except OSError as err:
@@ -266,6 +339,7 @@ class PluginState:
         report = SweepReport([], [], [])
         if self._blocked:
             return report
+        self.heal()
         with self._lock:
             records = list(self._records.values())
         for record in records:
@@ -274,6 +348,8 @@ class PluginState:
                     continue  # a claim of unknown identity is kept: only the kubelet may unprepare it
             except ApiError as err:
                 log.warning("sweep: cannot check claim %s/%s: %s", record.namespace, record.name, err)
+                if err.unreachable:
+                    break  # the others cannot be checked either; the next sweep tries again
                 continue
             with self._locked([record.uid]):
                 if record.uid in self._records:
@@ -316,10 +392,8 @@ class PluginState:
         notice, self._pending_notice = self._pending_notice, ""
         return notice
 
-    def _locked(self, uids: Iterable[str]) -> _ClaimLocks:
-        with self._lock:
-            locks = [self._claim_locks.setdefault(uid, threading.Lock()) for uid in sorted(set(uids))]
-        return _ClaimLocks(locks)
+    def _locked(self, uids: Iterable[str]) -> AbstractContextManager[None]:
+        return self._claim_locks.hold(uids)
 
     def _ensure_claim_dir(self, record: ClaimRecord) -> None:
         path = self._settings.claim_dir(record.uid)
@@ -383,16 +457,39 @@ class GroupCommit:
                 self._durable = max(self._durable, target)  # only reached when the save succeeded
 
 
-class _ClaimLocks:
-    """Acquire per-claim locks in sorted order (no deadlock between overlapping batches)."""
+class ClaimLocks:
+    """One lock per claim UID while somebody holds or waits for it; the entry goes with its last user
+    (a lock kept per UID forever grows with every claim the node ever prepared)."""
 
-    def __init__(self, locks: list[threading.Lock]):
-        self._locks = locks
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._entries: dict[str, list] = {}  # uid -> [lock, users]
 
-    def __enter__(self) -> None:
-        for lock in self._locks:
-            lock.acquire()
+    def __len__(self) -> int:
+        with self._mutex:
+            return len(self._entries)
 
-    def __exit__(self, *exc: object) -> None:
-        for lock in reversed(self._locks):
-            lock.release()
+    @contextmanager
+    def hold(self, uids: Iterable[str]) -> Iterator[None]:
+        """Acquire the UIDs' locks in sorted order (no deadlock between overlapping batches)."""
+        keys = sorted(set(uids))
+        with self._mutex:
+            entries = []
+            for key in keys:
+                entry = self._entries.setdefault(key, [threading.Lock(), 0])
+                entry[1] += 1
+                entries.append(entry)
+        acquired: list[threading.Lock] = []
+        try:
+            for entry in entries:
+                entry[0].acquire()
+                acquired.append(entry[0])
+            yield
+        finally:
+            for lock in reversed(acquired):
+                lock.release()
+            with self._mutex:
+                for key, entry in zip(keys, entries, strict=True):
+                    entry[1] -= 1
+                    if entry[1] == 0:
+                        del self._entries[key]

@@ -53,6 +53,7 @@ class SlicePublisher:
         watch_timeout: int = 300,
         min_gap: float = 0.2,
         taints: Callable[[], dict[str, list[dict[str, Any]]]] | None = None,
+        on_published: Callable[[list[dict[str, Any]]], None] | None = None,
     ):
         self._api = api
         self._discovery = discovery
@@ -65,6 +66,7 @@ class SlicePublisher:
         self._taints = taints or dict  # device name -> taints (device health)
         self._taints_dropped = False  # the API server drops them (DRADeviceTaints off): stop sending them
         self._wake = threading.Event()
+        self._on_published = on_published  # told each pool the API server holds (the plugin's inventory)
 
     def poke(self) -> None:
         """Reconcile soon (e.g. a GPU's health changed); safe from any thread, never blocks."""
@@ -73,6 +75,11 @@ class SlicePublisher:
     @property
     def config(self) -> PublisherConfig:
         return self._config
+
+    def set_node_uid(self, uid: str) -> None:
+        """Own the slices by the Node from now on (read once the API server answers)."""
+        with self._lock:
+            self._config = self._config.model_copy(update={"node_uid": uid})
 
     def reconcile(self) -> ReconcileResult:
         """One pass; raises ApiError, DiscoveryError, PoolError or PolicyError and then publishes nothing new."""
@@ -155,6 +162,7 @@ class SlicePublisher:
         desired = build_pool(gpus, self._config, current, taints)
         if self._in_sync(desired, stored, current):
             self._last_generation = max(self._last_generation, current)
+            self._published(desired)
             return ReconcileResult(current, attempts=attempt)
 
         # Any change moves every slice to a new generation: consumers use only the highest one they see.
@@ -174,7 +182,12 @@ class SlicePublisher:
         stale = sorted(set(stored) - {body["metadata"]["name"] for body in desired})
         for name in stale:
             self._api.delete_resource_slice(name)
+        self._published(desired)
         return ReconcileResult(generation, tuple(created), tuple(updated), tuple(stale), attempt)
+
+    def _published(self, pool: list[dict[str, Any]]) -> None:
+        if self._on_published is not None:
+            self._on_published(pool)
 
     @staticmethod
     def _in_sync(desired: list[dict[str, Any]], stored: dict[str, dict[str, Any]], generation: int) -> bool:
