@@ -89,8 +89,19 @@ def test_v1beta1_has_no_share_id(plugin, api):
     assert not hasattr(device, "share_id") and device.device_name == "hami-gpu-0"
 
 
-def test_64_concurrent_prepares(plugin, api):
-    claims = create(api, *(allocated_claim(f"c{i}", memory="1Gi", device=f"hami-gpu-{i % 2}") for i in range(64)))
+def test_64_concurrent_prepares(tmp_path, api):
+    # 96 claims end up on hami-gpu-0: within its shares (split count 128) and memory (96 x 128Mi = 12Gi of 15Gi),
+    # which the plugin checks before preparing.
+    plugin = PluginProcess(tmp_path, api, extra_args=["--split-count", "128"]).start()
+    try:
+        _64_concurrent_prepares(plugin, api)
+    finally:
+        plugin.cleanup()
+
+
+def _64_concurrent_prepares(plugin, api):
+    small = {"memory": "128Mi", "cores": "0"}
+    claims = create(api, *(allocated_claim(f"c{i}", device=f"hami-gpu-{i % 2}", **small) for i in range(64)))
     with ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda c: plugin.prepare([c]), claims))
     for claim, response in zip(claims, responses, strict=True):
@@ -98,7 +109,7 @@ def test_64_concurrent_prepares(plugin, api):
         assert entry.error == "" and len(entry.devices) == 1
         assert spec_path(plugin, claim).is_file()
     # One batch of 64 at once too (the kubelet batches per driver).
-    batch = create(api, *(allocated_claim(f"b{i}", memory="1Gi") for i in range(64)))
+    batch = create(api, *(allocated_claim(f"b{i}", **small) for i in range(64)))
     response = plugin.prepare(batch)
     assert sorted(response.claims) == sorted(c["metadata"]["uid"] for c in batch)
     assert all(e.error == "" for e in response.claims.values())
