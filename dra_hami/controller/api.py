@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from dra_hami.kube.client import RESOURCE_API, ApiError, RawKubeApi
 from dra_hami.quota import GROUP, PLURAL, VERSION
 
-from .leader import lease_path
+from .leader import NotLeader, lease_path
 from .view import CLAIMS, CLASSES, NODES, PODS, QUOTAS, SLICES
 
 COLLECTIONS = {
@@ -54,9 +55,33 @@ class ControllerApi(Protocol):
 
 
 class RawControllerApi:
-    def __init__(self, raw: RawKubeApi, identity: str) -> None:
+    """``write_budget`` (seconds our lease still covers a write started now; None: no leader election) bounds
+    the writes that decide placements: none is sent without budget, each times out within it, and one that
+    completes after we stopped leading raises NotLeader, so the next write (the gate removal after an
+    allocation) is left to whoever leads now; what was written is repaired as a half-done pod."""
+
+    def __init__(
+        self,
+        raw: RawKubeApi,
+        identity: str,
+        write_budget: Callable[[], float] | None = None,
+        lease_timeout: float | None = None,
+    ) -> None:
         self.raw = raw
         self.identity = identity
+        self.write_budget = write_budget
+        self.lease_timeout = lease_timeout  # below the lease margin: a hung renewal must not outlive it
+
+    def _guarded(self, write: Callable[[float | None], dict[str, Any]]) -> dict[str, Any]:
+        if self.write_budget is None:
+            return write(None)
+        budget = self.write_budget()
+        if budget <= 0:
+            raise NotLeader("the lease does not cover a write now")
+        answer = write(min(budget, self.raw.timeout))
+        if self.write_budget() <= 0:
+            raise NotLeader("the lease lapsed while a write was in flight")
+        return answer
 
     def get_claim(self, key: str) -> dict[str, Any]:
         return self.raw.get_object(claim_path(key))
@@ -67,14 +92,14 @@ class RawControllerApi:
     def write_allocation(self, key: str, resource_version: str, allocation: dict[str, Any]) -> dict[str, Any]:
         # The resourceVersion in a merge patch is a precondition: 409 Conflict if the claim changed meanwhile.
         patch = {"metadata": {"resourceVersion": resource_version}, "status": {"allocation": allocation}}
-        return self.raw.patch_object(claim_path(key) + "/status", patch)
+        return self._guarded(lambda t: self.raw.patch_object(claim_path(key) + "/status", patch, timeout=t))
 
     def clear_allocation(self, key: str, resource_version: str) -> dict[str, Any]:
         patch = {
             "metadata": {"resourceVersion": resource_version},
             "status": {"allocation": None, "reservedFor": None, "devices": None},
         }
-        return self.raw.patch_object(claim_path(key) + "/status", patch)
+        return self._guarded(lambda t: self.raw.patch_object(claim_path(key) + "/status", patch, timeout=t))
 
     def remove_gate(self, key: str, current: list[dict[str, Any]], gate: str) -> dict[str, Any]:
         remaining = [g for g in current if g.get("name") != gate]
@@ -83,7 +108,7 @@ class RawControllerApi:
             ops.append({"op": "replace", "path": "/spec/schedulingGates", "value": remaining})
         else:
             ops.append({"op": "remove", "path": "/spec/schedulingGates"})
-        return self.raw.patch_object(pod_path(key), ops, kind="json")
+        return self._guarded(lambda t: self.raw.patch_object(pod_path(key), ops, kind="json", timeout=t))
 
     def set_condition(self, key: str, status: str, reason: str, message: str) -> dict[str, Any]:
         condition = {
@@ -128,7 +153,7 @@ class RawControllerApi:
 
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.raw.get_object(lease_path(namespace, name))
+            return self.raw.get_object(lease_path(namespace, name), timeout=self.lease_timeout)
         except ApiError as err:
             if err.not_found:
                 return None
@@ -137,5 +162,5 @@ class RawControllerApi:
     def write_lease(self, body: dict[str, Any], create: bool) -> dict[str, Any]:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         if create:
-            return self.raw.create_object(lease_path(namespace), body)
-        return self.raw.replace_object(lease_path(namespace, name), body)
+            return self.raw.create_object(lease_path(namespace), body, timeout=self.lease_timeout)
+        return self.raw.replace_object(lease_path(namespace, name), body, timeout=self.lease_timeout)

@@ -4,6 +4,11 @@ Like client-go's: expiry is judged by when *we* last saw the lease record change
 by comparing the holder's timestamps with our clock; a leader that has not renewed within ``renew_deadline``
 stops acting before anybody else may take over (``lease_duration`` > ``renew_deadline``). Writes carry the
 resourceVersion they were decided on, so two candidates cannot both win one round.
+
+No double leadership, however slow the API server: a renewal counts from when its request *started* (a
+follower sees the new record no earlier than that, so it cannot take over before start + lease_duration);
+lease calls time out within the margin lease_duration - renew_deadline; and every write the leader makes must
+land before start + lease_duration (``write_budget``), and is followed by a fresh look at ``leading``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 LEASE_API = "/apis/coordination.k8s.io/v1"
+
+
+class NotLeader(Exception):
+    """The lease does not (or no longer) cover a write: stop acting until it is renewed."""
 
 
 def micro_time(moment: datetime) -> str:
@@ -51,6 +60,18 @@ class LeaderElector:
         """Whether we may act now: we renewed the lease within the renew deadline."""
         return self._renewed_at is not None and self.clock() - self._renewed_at < self.renew_deadline
 
+    @property
+    def margin(self) -> float:
+        """Seconds between when we stop acting and when a follower may take over: the bound of any call."""
+        return self.lease_duration - self.renew_deadline
+
+    def write_budget(self) -> float:
+        """Seconds a write started now may take and still land while no one else can lead; 0: do not write."""
+        if not self.leading():
+            return 0.0
+        assert self._renewed_at is not None
+        return max(0.0, self._renewed_at + self.lease_duration - self.clock())
+
     def desired(self, lease: dict[str, Any] | None) -> dict[str, Any] | None:
         """The Lease to write (create when ``lease`` is None, else update) to take or keep it; None: stand by."""
         now = self.clock()
@@ -71,13 +92,14 @@ class LeaderElector:
             return None  # another candidate holds it and has renewed recently enough
         return self._claim(lease, first=holder != self.identity)
 
-    def written(self, lease: dict[str, Any]) -> None:
-        """Our write of ``desired`` was accepted: we lead until ``renew_deadline`` from now."""
+    def written(self, lease: dict[str, Any], started: float | None = None) -> None:
+        """Our write of ``desired`` was accepted: we lead until ``renew_deadline`` after ``started``, when the
+        round's first request went out (the clock's reading then; None: now)."""
         spec = lease.get("spec") or {}
         if spec.get("holderIdentity") != self.identity:
             return
         now = self.clock()
-        self._renewed_at = now
+        self._renewed_at = now if started is None else min(started, now)
         self._observed = (
             spec.get("holderIdentity"),
             spec.get("renewTime"),

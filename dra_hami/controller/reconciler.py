@@ -17,6 +17,7 @@ from dra_hami.kube.client import ApiError
 from . import pods as p
 from .api import CONDITION_TYPE, ControllerApi
 from .core import Allocate, Fail, Release, Settings, Ungate, Wait, decide, orphaned_allocations
+from .leader import NotLeader  # raised before a write, or after one that completed when the lease had lapsed
 from .metrics import ControllerMetrics
 from .view import CLAIMS, DELETED, MODIFIED, PODS, View
 
@@ -28,10 +29,6 @@ MAX_ATTEMPTS = 5  # decisions per pod per pass; each retry follows a conflict or
 def transient(err: ApiError) -> bool:
     """Server unreachable, overloaded or failing: try again later rather than giving up on the pod."""
     return err.status in (0, 429) or err.status >= 500
-
-
-class NotLeader(Exception):
-    """Raised before any write when this replica does not hold the lease (nothing has been written)."""
 
 
 class Reconciler:

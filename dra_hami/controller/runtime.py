@@ -26,9 +26,9 @@ from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
 from . import pods as p
 from .api import COLLECTIONS, OPTIONAL, RawControllerApi
 from .core import Settings
-from .leader import LeaderElector
+from .leader import LeaderElector, NotLeader
 from .metrics import ControllerMetrics
-from .reconciler import NotLeader, Reconciler
+from .reconciler import Reconciler
 from .view import CLAIMS, DELETED, KINDS, PODS, View
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,18 @@ class Controller:
         self.lock = threading.RLock()  # the view: the worker writes, metric scrapes read
         self.metrics = ControllerMetrics()
         self.metrics.watch_view(self.view, self.settings.driver, self.lock)
-        self.api = RawControllerApi(factory(), options.identity)
         self.elector = (
             LeaderElector(options.identity, options.lease_namespace, options.lease_name)
             if options.leader_elect
             else None
+        )
+        self.api = RawControllerApi(
+            factory(),
+            options.identity,
+            write_budget=self.elector.write_budget if self.elector else None,
+            # a renewal counts from its start, so a slow one cannot stretch leadership; the timeout only keeps a
+            # hung call from delaying the next round past the point where another candidate may take over
+            lease_timeout=min(options.api_timeout, self.elector.margin) if self.elector else None,
         )
         self.reconciler = Reconciler(
             self.view, self.api, self.settings, self.metrics, self.leading, orphan_grace=options.orphan_grace
@@ -172,10 +179,11 @@ class Controller:
         assert elector is not None
         while not stop.is_set():
             try:
+                started = elector.clock()  # the renewal counts from here, however long the calls take
                 lease = self.api.get_lease(elector.namespace, elector.name)
                 body = elector.desired(lease)
                 if body is not None:
-                    elector.written(self.api.write_lease(body, create=lease is None))
+                    elector.written(self.api.write_lease(body, create=lease is None), started)
             except ApiError as err:
                 if err.conflict:
                     elector.lost()

@@ -237,23 +237,28 @@ class RawKubeApi:
             params.append(("resourceVersion", resource_version))
         return self._stream(path, params, timeout_seconds)
 
-    def get_object(self, path: str) -> dict[str, Any]:
-        return self.request("GET", path)
+    # ``timeout`` (seconds) overrides the adapter's for one call: the controller bounds its writes by the
+    # time its lease still covers.
 
-    def create_object(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", path, body=body)
+    def get_object(self, path: str, timeout: float | None = None) -> dict[str, Any]:
+        return self.request("GET", path, timeout=timeout)
 
-    def replace_object(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("PUT", path, body=body)
+    def create_object(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        return self.request("POST", path, body=body, timeout=timeout)
 
-    def patch_object(self, path: str, patch: dict[str, Any] | list[Any], kind: str = "merge") -> dict[str, Any]:
+    def replace_object(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        return self.request("PUT", path, body=body, timeout=timeout)
+
+    def patch_object(
+        self, path: str, patch: dict[str, Any] | list[Any], kind: str = "merge", timeout: float | None = None
+    ) -> dict[str, Any]:
         """PATCH with ``kind`` merge, json or strategic."""
         types = {
             "merge": "application/merge-patch+json",
             "json": "application/json-patch+json",
             "strategic": "application/strategic-merge-patch+json",
         }
-        return self.request("PATCH", path, body=patch, content_type=types[kind])
+        return self.request("PATCH", path, body=patch, content_type=types[kind], timeout=timeout)
 
 
 def _json(data: bytes | str, path: str) -> dict[str, Any]:

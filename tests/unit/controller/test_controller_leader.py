@@ -167,3 +167,34 @@ def test_bad_settings_are_refused_with_the_fix() -> None:
         LeaderElector("")
     with pytest.raises(ValueError, match="renew deadline < lease duration"):
         LeaderElector("a", lease_duration=5, renew_deadline=10)
+
+
+# ------------------------------------------------------------------ no double leadership with a slow API server
+
+
+def test_a_slow_renewal_counts_from_when_it_was_sent() -> None:
+    """Worked numbers: lease 15 s, renew deadline 10 s. A renewal sent at t=1000 answered at t=1004 leads until
+    1010 (not 1014): a follower that saw the record at 1000 may take over at 1015, 5 s later."""
+    clock, server = Clock(), Server()
+    a = elector("a", clock)
+    started = clock.t
+    body = a.desired(server.read())
+    clock.t += 4  # the API server took 4 s to answer
+    a.written(server.write(body, create=True), started)
+    clock.t = 1009.9
+    assert a.leading()
+    clock.t = 1010.0
+    assert not a.leading()
+
+
+def test_writes_are_bounded_by_what_the_lease_still_covers() -> None:
+    clock, server = Clock(), Server()
+    a = elector("a", clock)
+    round_(a, server)  # renewed at 1000: others may lead from 1015
+    assert a.margin == 5
+    clock.t = 1003
+    assert a.write_budget() == 12
+    clock.t = 1009
+    assert a.write_budget() == 6  # a write sent now must land by 1015
+    clock.t = 1010
+    assert a.write_budget() == 0  # not leading: no write at all
