@@ -30,25 +30,70 @@ is registered in ``policies.NODE_POLICY``.
 
 from __future__ import annotations
 
-from .allocate import ClaimPlacement, Placement, Unplaceable, allocate_pod, new_share_id, utc_now
-from .cel import SelectorCache
-from .errors import AllocatorError, ParseError, PolicyError, SelectorError
-from .fragmentation import DemandModel, TaskKind
-from .model import Claim, Device, DeviceClass, DeviceKey, parse_claim, parse_device_class, parse_slices
-from .nodes import Node, Pod, parse_node, parse_pod
-from .ordering import NodePolicy
-from .policies import (
-    ANNOTATION_GPU_POLICY,
-    ANNOTATION_NODE_POLICY,
-    GPU_POLICIES,
-    GPU_POLICY,
-    NODE_POLICIES,
-    NODE_POLICY,
-    PolicyChoice,
-    policy_for_pod,
-)
-from .policy import GpuPolicy
-from .state import ClusterState
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .allocate import ClaimPlacement, Placement, Unplaceable, allocate_pod, new_share_id, utc_now
+    from .cel import SelectorCache
+    from .errors import AllocatorError, ParseError, PolicyError, SelectorError
+    from .fragmentation import DemandModel, TaskKind
+    from .model import Claim, Device, DeviceClass, DeviceKey, parse_claim, parse_device_class, parse_slices
+    from .nodes import Node, Pod, parse_node, parse_pod
+    from .ordering import NodePolicy
+    from .policies import (
+        ANNOTATION_GPU_POLICY,
+        ANNOTATION_NODE_POLICY,
+        GPU_POLICIES,
+        GPU_POLICY,
+        NODE_POLICIES,
+        NODE_POLICY,
+        PolicyChoice,
+        policy_for_pod,
+    )
+    from .policy import GpuPolicy
+    from .state import ClusterState
+
+# Name -> module. Loaded on first use, so that reading one module (e.g. ``model`` for allocation results, in
+# the kubelet plugin) does not import the CEL engine and the search.
+_EXPORTS = {
+    **dict.fromkeys(
+        ["ClaimPlacement", "Placement", "Unplaceable", "allocate_pod", "new_share_id", "utc_now"], ".allocate"
+    ),
+    **dict.fromkeys(["SelectorCache"], ".cel"),
+    **dict.fromkeys(["AllocatorError", "ParseError", "PolicyError", "SelectorError"], ".errors"),
+    **dict.fromkeys(["DemandModel", "TaskKind"], ".fragmentation"),
+    **dict.fromkeys(
+        ["Claim", "Device", "DeviceClass", "DeviceKey", "parse_claim", "parse_device_class", "parse_slices"], ".model"
+    ),
+    **dict.fromkeys(["Node", "Pod", "parse_node", "parse_pod"], ".nodes"),
+    **dict.fromkeys(["NodePolicy"], ".ordering"),
+    **dict.fromkeys(
+        [
+            "ANNOTATION_GPU_POLICY",
+            "ANNOTATION_NODE_POLICY",
+            "GPU_POLICIES",
+            "GPU_POLICY",
+            "NODE_POLICIES",
+            "NODE_POLICY",
+            "PolicyChoice",
+            "policy_for_pod",
+        ],
+        ".policies",
+    ),
+    **dict.fromkeys(["GpuPolicy"], ".policy"),
+    **dict.fromkeys(["ClusterState"], ".state"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ANNOTATION_GPU_POLICY",

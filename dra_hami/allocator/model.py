@@ -135,13 +135,36 @@ class ClaimConfig:
 
 @dataclass(frozen=True, slots=True)
 class AllocatedDevice:
-    """One result of an existing allocation, as the accounting needs it."""
+    """One result of an allocation (``status.allocation.devices.results[i]``), read one way everywhere.
+
+    What it takes of its device, the rule every reader counts by (as the scheduler's GatherAllocatedState
+    does): a result with adminAccess takes nothing; one with a shareID takes its consumedCapacity; one without
+    a shareID holds the whole device, whatever consumedCapacity says.
+    """
 
     request: str
     device: DeviceKey
     share_id: str | None
-    consumed: Mapping[str, int]
+    consumed: Mapping[str, int]  # consumedCapacity as written (keys as published), rounded up like Value()
     admin_access: bool
+
+    @property
+    def whole_device(self) -> bool:
+        return self.share_id is None and not self.admin_access
+
+    def taken(self, capacity: Mapping[str, int] | None = None) -> dict[str, int]:
+        """What the result takes of its device, per capacity key. ``capacity``: the device's published
+        capacity, which a whole-device result takes (unknown device: nothing known, so {}). A negative
+        consumed amount counts as 0: it would make free capacity grow (the real scheduler overcommitted once)."""
+        if self.admin_access:
+            return {}
+        if self.share_id is None:
+            return dict(capacity or {})
+        return {key: max(0, value) for key, value in self.consumed.items()}
+
+    def amount(self, name: str, capacity: Mapping[str, int] | None = None) -> int:
+        """``taken`` of one capacity name, qualified keys (``<domain>/memory``) included."""
+        return sum(value for key, value in self.taken(capacity).items() if key.rsplit("/", 1)[-1] == name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,36 +410,54 @@ def _request(raw: Any, label: str, path: str) -> Request:
     return Request(name, tuple(alternatives))
 
 
+def parse_result(raw: Any, label: str, where: str) -> AllocatedDevice:
+    """One allocation result; ``where`` is its path, e.g. ``status.allocation.devices.results[0]``."""
+    res = mapping(raw, label, where)
+    consumed = {
+        key: quantity(value, label, f"{where}.consumedCapacity[{key}]")
+        for key, value in mapping(res.get("consumedCapacity"), label, f"{where}.consumedCapacity").items()
+    }
+    return AllocatedDevice(
+        request=string(res.get("request"), label, f"{where}.request"),
+        device=DeviceKey(
+            string(res.get("driver"), label, f"{where}.driver"),
+            string(res.get("pool"), label, f"{where}.pool"),
+            string(res.get("device"), label, f"{where}.device"),
+        ),
+        share_id=string(res.get("shareID"), label, f"{where}.shareID", required=False) or None,
+        consumed=MappingProxyType(consumed),
+        admin_access=boolean(res.get("adminAccess"), label, f"{where}.adminAccess"),
+    )
+
+
+def parse_results(raw: Any, label: str, path: str, driver: str | None = None) -> tuple[AllocatedDevice, ...]:
+    """The results of an allocation (``path``: the allocation's path, e.g. ``status.allocation``).
+
+    ``driver``: only that driver's results, the others not even read (what they hold is their driver's affair).
+    """
+    devices = mapping(mapping(raw, label, path).get("devices"), label, f"{path}.devices")
+    return tuple(
+        parse_result(res, label, f"{path}.devices.results[{i}]")
+        for i, res in enumerate(sequence(devices.get("results"), label, f"{path}.devices.results"))
+        if driver is None or not isinstance(res, dict) or res.get("driver") == driver
+    )
+
+
+def claim_results(claim: dict[str, Any], driver: str | None = None) -> tuple[AllocatedDevice, ...]:
+    """The allocation results of a ResourceClaim object (of ``driver`` only, if given); () when it is not
+    allocated. Raises ParseError naming the claim and the field."""
+    label = object_label("ResourceClaim", claim)
+    allocation = mapping(claim.get("status"), label, "status").get("allocation")
+    return parse_results(allocation, label, "status.allocation", driver) if allocation else ()
+
+
 def _allocation(raw: Any, label: str, path: str) -> ExistingAllocation | None:
     if not raw:
         return None
     raw = mapping(raw, label, path)
-    devices = mapping(raw.get("devices"), label, f"{path}.devices")
-    results = []
-    for i, res in enumerate(sequence(devices.get("results"), label, f"{path}.devices.results")):
-        where = f"{path}.devices.results[{i}]"
-        res = mapping(res, label, where)
-        consumed = {
-            # A negative amount would make free capacity grow (the real scheduler overcommitted on one): ignore it.
-            key: max(0, quantity(value, label, f"{where}.consumedCapacity[{key}]"))
-            for key, value in mapping(res.get("consumedCapacity"), label, f"{where}.consumedCapacity").items()
-        }
-        results.append(
-            AllocatedDevice(
-                request=string(res.get("request"), label, f"{where}.request"),
-                device=DeviceKey(
-                    string(res.get("driver"), label, f"{where}.driver"),
-                    string(res.get("pool"), label, f"{where}.pool"),
-                    string(res.get("device"), label, f"{where}.device"),
-                ),
-                share_id=res.get("shareID") or None,
-                consumed=MappingProxyType(consumed),
-                admin_access=boolean(res.get("adminAccess"), label, f"{where}.adminAccess"),
-            )
-        )
     selector = raw.get("nodeSelector")
     return ExistingAllocation(
-        results=tuple(results),
+        results=parse_results(raw, label, path),
         node_selector=parse_node_selector(selector, label, f"{path}.nodeSelector") if selector else None,
     )
 

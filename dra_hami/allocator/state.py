@@ -349,7 +349,7 @@ class ClusterState:
                 continue
             if result.share_id:
                 usage.shares -= 1
-                for key, amount in result.consumed.items():
+                for key, amount in result.taken().items():
                     usage.consumed[key] = usage.consumed.get(key, 0) - amount
                     if usage.consumed[key] <= 0:
                         del usage.consumed[key]
@@ -388,7 +388,7 @@ class ClusterState:
             usage = self._usage.setdefault(result.device, DeviceUsage())
             if result.share_id:
                 usage.shares += 1
-                for key, amount in result.consumed.items():
+                for key, amount in result.taken().items():
                     usage.consumed[key] = usage.consumed.get(key, 0) + amount
             else:
                 usage.exclusive += 1

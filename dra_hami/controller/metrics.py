@@ -17,8 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dra_hami import wire
-from dra_hami.allocator import DeviceKey
-from dra_hami.quantity import QuantityError, to_int
+from dra_hami.allocator import DeviceKey, ParseError
+from dra_hami.allocator.model import claim_results
 
 from . import pods as p
 from .core import claim_users
@@ -27,49 +27,42 @@ from .view import View
 DECISION_RESULTS = ("allocated", "ungated", "waiting", "unplaceable", "invalid", "released", "conflict", "error")
 
 
-def _base(key: str) -> str:
-    return key.rsplit("/", 1)[-1]
-
-
 def device_usage(view: View, driver: str) -> tuple[dict[DeviceKey, list[int]], dict[tuple, list[int]]]:
-    """Per device [shares, memory bytes, cores], and per (device, namespace, pod) [memory, cores]."""
+    """Per device [shares, memory bytes, cores], and per (device, namespace, pod) [memory, cores].
+
+    Results are counted by the rule all readers share (``AllocatedDevice.taken``): a result without a shareID
+    holds the whole device (nothing is known of a device the view does not publish).
+    """
     state = view.state
     per_device: dict[DeviceKey, list[int]] = {}
     per_pod: dict[tuple, list[int]] = {}
     users = claim_users(view)
     for key, claim in view.claims.items():
-        alloc = p.allocation(claim)
-        if alloc is None:
+        try:
+            results = claim_results(claim, driver)
+        except ParseError:
+            continue  # the allocator reports a claim it cannot read; the gauges show the readable ones
+        if not results:
             continue
         namespace = key.split("/", 1)[0]
         pod_names = sorted({u.split("/", 1)[1] for u in users.get(key, ())}) or sorted(
             {r.get("name", "") for r in p.reserved_for(claim) if r.get("resource") == "pods"}
         )
-        for result in (alloc.get("devices") or {}).get("results") or []:
-            if result.get("driver") != driver or result.get("adminAccess"):
+        for result in results:
+            if result.admin_access:
                 continue
-            device_key = DeviceKey(driver, result.get("pool", ""), result.get("device", ""))
-            device = state.devices.get(device_key)
-            amounts = {"memory": 0, "cores": 0}
-            if result.get("shareID"):
-                for cap_key, value in (result.get("consumedCapacity") or {}).items():
-                    if _base(cap_key) in amounts:
-                        try:
-                            amounts[_base(cap_key)] = max(0, to_int(value, cap_key))
-                        except QuantityError:
-                            continue
-            elif device is not None:  # a dedicated device: all of it
-                for cap_key, cap in device.capacity.items():
-                    if _base(cap_key) in amounts:
-                        amounts[_base(cap_key)] = cap.value
-            row = per_device.setdefault(device_key, [0, 0, 0])
+            device = state.devices.get(result.device)
+            capacity = {k: c.value for k, c in device.capacity.items()} if device is not None else None
+            memory = result.amount(wire.CAPACITY_MEMORY, capacity)
+            cores = result.amount(wire.CAPACITY_CORES, capacity)
+            row = per_device.setdefault(result.device, [0, 0, 0])
             row[0] += 1
-            row[1] += amounts["memory"]
-            row[2] += amounts["cores"]
+            row[1] += memory
+            row[2] += cores
             for pod_name in pod_names:
-                pod_row = per_pod.setdefault((device_key, namespace, pod_name), [0, 0])
-                pod_row[0] += amounts["memory"]
-                pod_row[1] += amounts["cores"]
+                pod_row = per_pod.setdefault((result.device, namespace, pod_name), [0, 0])
+                pod_row[0] += memory
+                pod_row[1] += cores
     return per_device, per_pod
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dra_hami import wire
 from dra_hami.allocator import ClusterState, Placement, PolicyChoice, allocate_pod, policy_for_pod
+from dra_hami.allocator.capacity import format_amount
+from dra_hami.allocator.model import AllocatedDevice, claim_results
 from dra_hami.demo.manifests import Manifests, pod_claims
 
 POLICIES = ("first-fit", "binpack", "spread", "topology", "fragmentation")
@@ -84,28 +87,31 @@ def allocate_examples(
         for claim in claims:
             reserved = claim.setdefault("status", {}).setdefault("reservedFor", [])
             reserved.append({"resource": "pods", "name": meta["name"], "uid": meta["uid"]})
-            for result in claim["status"]["allocation"]["devices"]["results"]:
-                consumed = ", ".join(f"{k}={v}" for k, v in sorted(result.get("consumedCapacity", {}).items()))
+            for result in claim_results(claim):
+                consumed = ", ".join(f"{k}={format_amount(k, v)}" for k, v in sorted(result.consumed.items()))
                 out.report.append(
-                    f"{pod_ref}: claim {claim['metadata']['name']} request {result['request']} -> "
-                    f"{result['pool']}/{result['device']} ({consumed})"
+                    f"{pod_ref}: claim {claim['metadata']['name']} request {result.request} -> "
+                    f"{result.device.pool}/{result.device.device} ({consumed})"
                 )
-                amounts = result.get("consumedCapacity") or {}
-                whole = "shareID" not in result  # a dedicated device: all of it
+                whole = result.share_id is None  # a dedicated device (or admin access): all of it
                 out.landings.append(
                     Landing(
                         pod=f"{meta['namespace']}/{meta['name']}",
                         claim=claim["metadata"]["name"],
-                        request=result["request"],
+                        request=result.request,
                         node=decision.node_name,
-                        device=result["device"],
-                        memory="all" if whole else str(amounts.get("memory", "-")),
-                        cores="all" if whole else str(amounts.get("cores", "-")),
+                        device=result.device.device,
+                        memory="all" if whole else _amount(result, wire.CAPACITY_MEMORY),
+                        cores="all" if whole else _amount(result, wire.CAPACITY_CORES),
                         policy=effective,
                     )
                 )
     out.claims = list(by_key.values())
     return out
+
+
+def _amount(result: AllocatedDevice, name: str) -> str:
+    return format_amount(name, result.amount(name)) if name in result.consumed else "-"
 
 
 def _key(claim: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dra_hami import wire
+from dra_hami.allocator.errors import ParseError
+from dra_hami.allocator.model import AllocatedDevice, parse_result
 from dra_hami.plugin.vgpu_config import ConfigError, VGpuConfig, parse_vgpu_config
 from dra_hami.quantity import QuantityError, to_int
 
@@ -73,27 +75,36 @@ def read_allocation(
     results = (allocation.get("devices") or {}).get("results") or []
     shares = []
     for i, result in enumerate(results):
-        if result.get("driver") != driver:
+        if not isinstance(result, dict) or result.get("driver") != driver:
             continue
-        shares.append(_read_share(result, f"{ref}: status.allocation.devices.results[{i}]", pool, devices))
+        path = f"status.allocation.devices.results[{i}]"
+        try:
+            parsed = parse_result(result, ref, path)  # the one reading of a result all components share
+        except ParseError as err:
+            raise ClaimError(str(err)) from None
+        shares.append(_read_share(parsed, result, f"{ref}: {path}", pool, devices))
     if not shares:
         raise ClaimError(f"{ref}: no allocation result of driver {driver}")
     configs = _effective_configs(allocation, driver, {s.request for s in shares}, ref)
     return ClaimAllocation(expected_uid, meta.get("namespace", ""), meta.get("name", ""), tuple(shares), configs)
 
 
-def _read_share(result: dict[str, Any], where: str, pool: str, devices: dict[str, NodeDevice]) -> Share:
-    if result.get("pool") != pool:
-        raise ClaimError(f"{where}.pool: allocated from pool {result.get('pool')!r}, this node serves {pool!r}")
-    name = result.get("device", "")
+def _read_share(
+    parsed: AllocatedDevice, result: dict[str, Any], where: str, pool: str, devices: dict[str, NodeDevice]
+) -> Share:
+    """Stricter than the shared reading: the amounts become hard limits, so they must be exact and in range."""
+    if parsed.device.pool != pool:
+        raise ClaimError(f"{where}.pool: allocated from pool {parsed.device.pool!r}, this node serves {pool!r}")
+    name = parsed.device.device
     device = devices.get(name)
     if device is None:
         known = ", ".join(sorted(devices)) or "none"
         raise ClaimError(f"{where}.device: {name!r} is not published by this node (it has {known})")
-    request = result.get("request", "")
-    share_id = result.get("shareID") or None
-    if result.get("adminAccess"):
+    request, share_id = parsed.request, parsed.share_id
+    if parsed.admin_access:
         return Share(request, name, share_id, memory=None, cores=0)
+    # Without a shareID the result holds the whole device (AllocatedDevice.taken), but limits are only
+    # enforced as recorded: a result without its amounts is refused rather than guessed.
     consumed = result.get("consumedCapacity")
     if not consumed:
         raise ClaimError(

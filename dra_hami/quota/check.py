@@ -99,7 +99,7 @@ def check_allocation(
     uid = meta.get("uid") or ""
     others = [c for c in namespace_claims if not _same(c, meta)] if not uid else list(namespace_claims)
     used = namespace_usage(others, accounting, exclude_uid=uid)
-    requested = allocation_usage(results, accounting.driver)
+    requested = allocation_usage(results, accounting)
     return check_request(
         parsed, used, requested, f"allocating ResourceClaim {meta.get('namespace')}/{meta.get('name')}"
     )

@@ -1,22 +1,33 @@
 """How much of a GpuQuota one ResourceClaim (or one claim a template would create) uses.
 
-An allocated claim counts what its allocation consumed (``consumedCapacity`` of our driver's results, one GPU
-per result). A claim that is not allocated yet counts what it asks for: ``count`` x the requested memory
-(rounded up to the 1Mi step, as the scheduler does) and cores. Where the claim leaves a number open the
-estimate takes the worst case, so admission never lets a namespace overrun its budget once the claim is
-allocated: no memory request = the whole card (the largest published GPU), ``allocationMode: All`` = every
-published GPU, ``firstAvailable`` = the per-dimension maximum of its alternatives.
+An allocated claim counts what its allocation takes, by the rule every reader of allocation results shares
+(``AllocatedDevice.taken``): one GPU per result of our driver; a result with a shareID its consumedCapacity, one
+without a shareID the whole device (its published memory and all cores; the largest published GPU when the
+device is not published), an adminAccess result nothing. A claim that is not allocated yet counts what it asks
+for: ``count`` x the requested memory (rounded up to the 1Mi step, as the scheduler does) and cores. Where the
+claim leaves a number open the estimate takes the worst case, so admission never lets a namespace overrun its
+budget once the claim is allocated: no memory request = the whole card (the largest published GPU),
+``allocationMode: All`` = every published GPU, ``firstAvailable`` = the per-dimension maximum of its
+alternatives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dra_hami import wire
 from dra_hami.allocator.errors import ParseError
-from dra_hami.allocator.model import ALLOCATION_MODE_ALL, ExactRequest, parse_claim
+from dra_hami.allocator.model import (
+    ALLOCATION_MODE_ALL,
+    AllocatedDevice,
+    DeviceKey,
+    ExactRequest,
+    claim_results,
+    parse_claim,
+    parse_result,
+)
 from dra_hami.quantity import QuantityError, to_int
 from dra_hami.quota.model import QuotaError, Usage
 
@@ -29,6 +40,7 @@ class Accounting:
     classes: frozenset[str] = field(default_factory=frozenset)  # DeviceClasses that hand out our GPUs
     largest_memory: int = 0  # bytes of the largest published GPU: what a request without memory takes
     gpu_count: int = 0  # published GPUs: what allocationMode All takes
+    device_memory: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (pool, device) -> bytes
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -36,21 +48,30 @@ class Accounting:
 
     @classmethod
     def from_slices(cls, driver: str, slices: Iterable[dict[str, Any]], classes: Iterable[str] = ()) -> Accounting:
-        largest, count = 0, 0
+        largest, count, memories = 0, 0, {}
         for slice_ in slices:
             spec = slice_.get("spec") or {}
             if spec.get("driver") != driver:
                 continue
+            pool = (spec.get("pool") or {}).get("name") or ""
             for device in spec.get("devices") or []:
                 count += 1
                 memory = ((device.get("capacity") or {}).get(wire.CAPACITY_MEMORY) or {}).get("value")
                 if memory is not None:
                     try:
-                        largest = max(largest, to_int(memory, "capacity.memory"))
+                        value = to_int(memory, "capacity.memory")
                     except QuantityError:
                         continue
+                    largest = max(largest, value)
+                    memories[(pool, device.get("name") or "")] = value
         return cls(driver=driver, classes=frozenset(classes) or frozenset({driver}), largest_memory=largest,
-                   gpu_count=count)  # fmt: skip
+                   gpu_count=count, device_memory=memories)  # fmt: skip
+
+    def whole_device(self, device: DeviceKey) -> dict[str, int]:
+        """The capacity a result without a shareID takes: the device's memory (the largest GPU's when it is
+        not published) and all its cores."""
+        memory = self.device_memory.get((device.pool, device.device), self.largest_memory)
+        return {wire.CAPACITY_MEMORY: memory, wire.CAPACITY_CORES: wire.CORES_TOTAL}
 
 
 def _round_up(value: int, step: int) -> int:
@@ -82,27 +103,38 @@ def spec_usage(claim_spec: dict[str, Any], acct: Accounting, label: str = "Resou
     return total
 
 
-def allocation_usage(results: Iterable[dict[str, Any]], driver: str) -> Usage:
-    """What allocation results of our driver consume (what the controller is about to write, or has written)."""
+def results_usage(results: Iterable[AllocatedDevice], acct: Accounting) -> Usage:
+    """What allocation results of our driver take (see the module doc for the rule)."""
     total = Usage()
     for result in results:
-        if result.get("driver") != driver or result.get("adminAccess"):
+        if result.device.driver != acct.driver or result.admin_access:
             continue
-        consumed = result.get("consumedCapacity") or {}
-        try:
-            memory = to_int(consumed.get(wire.CAPACITY_MEMORY, 0), "consumedCapacity.memory")
-            cores = to_int(consumed.get(wire.CAPACITY_CORES, 0), "consumedCapacity.cores")
-        except QuantityError as err:
-            raise QuotaError(str(err)) from None
-        total = total + Usage(memory=max(memory, 0), cores=max(cores, 0), gpus=1)
+        capacity = acct.whole_device(result.device) if result.whole_device else None
+        memory = result.amount(wire.CAPACITY_MEMORY, capacity)
+        cores = result.amount(wire.CAPACITY_CORES, capacity)
+        total = total + Usage(memory=memory, cores=cores, gpus=1)
     return total
 
 
+def allocation_usage(results: Iterable[dict[str, Any]], acct: Accounting) -> Usage:
+    """What allocation results (the controller is about to write, or has written) of our driver take."""
+    try:
+        parsed = [
+            parse_result(r, "allocation", f"results[{i}]")
+            for i, r in enumerate(results)
+            if not isinstance(r, dict) or r.get("driver") == acct.driver
+        ]
+    except ParseError as err:
+        raise QuotaError(str(err)) from None
+    return results_usage(parsed, acct)
+
+
 def claim_usage(claim: dict[str, Any], acct: Accounting) -> Usage:
-    allocation = (claim.get("status") or {}).get("allocation")
-    if allocation:
-        results = ((allocation.get("devices") or {}).get("results")) or []
-        return allocation_usage(results, acct.driver)
+    if (claim.get("status") or {}).get("allocation"):
+        try:
+            return results_usage(claim_results(claim, acct.driver), acct)
+        except ParseError as err:
+            raise QuotaError(str(err)) from None
     meta = claim.get("metadata") or {}
     return spec_usage(claim.get("spec") or {}, acct, f"{meta.get('namespace')}/{meta.get('name')}")
 

@@ -4,6 +4,7 @@ import pytest
 from allocator_factories import DRIVER, GiB, claim, gpu, request, resource_slice
 
 from dra_hami.allocator import ParseError, parse_claim, parse_device_class, parse_node, parse_pod, parse_slices
+from dra_hami.allocator.model import claim_results
 from dra_hami.allocator.semver import Version
 
 
@@ -98,8 +99,9 @@ def test_claim_requests_constraints_config_and_allocation():
     assert parsed.constraints[0].applies_to("a") and not parsed.constraints[0].applies_to("b/big")
     assert parsed.config[0].configuration["opaque"]["driver"] == DRIVER
     (result,) = parsed.allocation.results
+    assert result.consumed == {"memory": -2 * GiB, "cores": 10}  # as written
     # A negative amount is not allowed to free capacity (the real scheduler overcommitted on one).
-    assert result.consumed == {"memory": 0, "cores": 10}
+    assert result.taken() == {"memory": 0, "cores": 10}
 
 
 def test_device_class_config_is_kept():
@@ -145,3 +147,36 @@ def test_semver_ordering():
     assert Version.parse("1.0.0+build") == Version.parse("1.0.0")
     with pytest.raises(ValueError):
         Version.parse("7.5")
+
+
+def test_allocation_results_one_rule_for_what_a_result_takes():
+    def result(**extra):
+        return {"request": "gpu", "driver": DRIVER, "pool": "n", "device": "hami-gpu-0", **extra}
+
+    consumed = {"consumedCapacity": {"memory": "4Gi", f"{DRIVER}/cores": "10"}}
+    obj = {
+        "metadata": {"name": "c", "namespace": "ns"},
+        "status": {
+            "allocation": {
+                "devices": {
+                    "results": [
+                        result(shareID="00000000-0000-4000-8000-000000000001", **consumed),
+                        result(**consumed),  # no shareID: the whole device, whatever it says it consumed
+                        result(adminAccess=True, **consumed),
+                        {"driver": "other.example.com", "consumedCapacity": {"memory": "not read"}},
+                    ]
+                }
+            }
+        },
+    }
+    capacity = {"memory": 15 * GiB, "cores": 100}
+    shared, whole, admin = claim_results(obj, DRIVER)
+    assert (shared.taken(capacity), shared.amount("cores")) == ({"memory": 4 * GiB, f"{DRIVER}/cores": 10}, 10)
+    assert whole.whole_device and whole.taken(capacity) == capacity and whole.amount("memory", capacity) == 15 * GiB
+    assert whole.taken() == {}  # an unknown device: nothing known of its size
+    assert not admin.whole_device and admin.taken(capacity) == {}
+    with pytest.raises(
+        ParseError, match=r"ResourceClaim ns/c: status.allocation.devices.results\[3\].consumedCapacity\[memory\]"
+    ):
+        claim_results(obj)  # every driver's results: the foreign one is malformed
+    assert claim_results({"metadata": {"name": "c"}}) == ()

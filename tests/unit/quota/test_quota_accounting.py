@@ -190,6 +190,7 @@ def test_check_allocation_for_the_controller() -> None:
             "driver": DRIVER,
             "pool": "n",
             "device": "hami-gpu-0",
+            "shareID": "00000000-0000-4000-8000-000000000001",
             "consumedCapacity": {"memory": "4Gi", "cores": "0"},
         }
     ]
