@@ -136,7 +136,8 @@ def _read_share(
 
 
 def _effective_configs(allocation: dict[str, Any], driver: str, requests: set[str], ref: str) -> dict[str, VGpuConfig]:
-    """Merge opaque configs per request in API order (class configs first, then the claim's)."""
+    """Merge opaque configs per request in API order (class configs first, then the claim's); fields a class
+    config pins keep the class's value (the admin's word wins even when the webhook did not refuse the claim)."""
     effective: dict[str, VGpuConfig] = {}
     for i, entry in enumerate((allocation.get("devices") or {}).get("config") or []):
         opaque = entry.get("opaque") or {}
@@ -146,6 +147,9 @@ def _effective_configs(allocation: dict[str, Any], driver: str, requests: set[st
             config = parse_vgpu_config(opaque.get("parameters"), f"{ref}: config[{i}].opaque.parameters")
         except ConfigError as err:
             raise ClaimError(str(err)) from None
+        if config.pinned and entry.get("source") != "FromClass":
+            raise ClaimError(f"{ref}: config[{i}].opaque.parameters.pinned: only a DeviceClass's config may pin "
+                             "fields; remove it from the claim")  # fmt: skip
         targets = set(entry.get("requests") or ())
         for request in requests:
             # A config for "gpu" also covers the subrequest "gpu/small" chosen from firstAvailable.

@@ -35,6 +35,11 @@ class LogLevel(StrEnum):
 
 _LOG_LEVELS = {LogLevel.ERROR: "1", LogLevel.WARN: "2", LogLevel.INFO: "3", LogLevel.DEBUG: "4"}
 
+# Fields a DeviceClass may pin: a claim's config can then not change them (e.g. coreLimitPolicy, so that a
+# tenant's ``coreLimitPolicy: disable`` cannot remove the compute cap the admin set).
+PinnableField = Literal["coreLimitPolicy", "priority", "oomPolicy", "logLevel"]
+PINNABLE_FIELDS: tuple[str, ...] = ("coreLimitPolicy", "priority", "oomPolicy", "logLevel")
+
 
 class VGpuConfig(BaseModel):
     """Per-request tuning of the slice. Unset fields keep libvgpu's defaults."""
@@ -47,14 +52,29 @@ class VGpuConfig(BaseModel):
     priority: Priority | None = None
     oom_policy: OomPolicy | None = Field(default=None, alias="oomPolicy")
     log_level: LogLevel | None = Field(default=None, alias="logLevel")
+    # Only in a DeviceClass's config: these fields keep this config's value (or libvgpu's default when it sets
+    # none) whatever a later config, such as the claim's, says.
+    pinned: tuple[PinnableField, ...] | None = None
 
     def merged_over(self, base: VGpuConfig | None) -> VGpuConfig:
-        """This config with unset fields taken from ``base`` (later configs win, as in the API)."""
+        """This config with unset fields taken from ``base`` (later configs win, as in the API), except the
+        fields ``base`` pins: those keep ``base``'s value, and stay pinned."""
         if base is None:
             return self
-        values = base.model_dump(exclude_none=True)
-        values.update(self.model_dump(exclude_none=True))
+        values = base.model_dump(by_alias=True, exclude_none=True)
+        pins = set(base.pinned or ())
+        for key, value in self.model_dump(by_alias=True, exclude_none=True).items():
+            if key not in pins and key != "pinned":
+                values[key] = value
+        if pins | set(self.pinned or ()):
+            values["pinned"] = tuple(f for f in PINNABLE_FIELDS if f in pins | set(self.pinned or ()))
         return VGpuConfig.model_validate(values)
+
+    def overrides_of(self, base: VGpuConfig) -> list[str]:
+        """The fields ``base`` pins that this config sets to another value (what the webhook refuses)."""
+        mine = self.model_dump(by_alias=True, exclude_none=True)
+        theirs = base.model_dump(by_alias=True, exclude_none=True)
+        return [f for f in base.pinned or () if f in mine and mine[f] != theirs.get(f)]
 
     def env(self) -> list[str]:
         env = []

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from dra_hami.kube.client import ApiError
 from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
+from dra_hami.quota.classes import our_classes
 from dra_hami.quota.model import GROUP, PLURAL, VERSION, QuotaError, Usage, parse_gpu_quota
 from dra_hami.quota.usage import Accounting, namespace_usage
 
@@ -33,6 +34,7 @@ class QuotaApi(Protocol):
     def list_namespace_quotas(self, namespace: str) -> list[dict[str, Any]]: ...
     def list_namespace_claims(self, namespace: str) -> list[dict[str, Any]]: ...
     def list_all_slices(self) -> list[dict[str, Any]]: ...
+    def list_all_device_classes(self) -> list[dict[str, Any]]: ...
     def patch_quota_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
 
@@ -124,7 +126,9 @@ class QuotaReconciler:
             namespaces = {(q.get("metadata") or {}).get("namespace", "") for q in self.api.list_all_quotas()}
         if not namespaces:
             return 0
-        acct = Accounting.from_slices(self.driver, self.api.list_all_slices())
+        slices = self.api.list_all_slices()
+        classes = our_classes(self.driver, self.api.list_all_device_classes(), slices)
+        acct = Accounting.from_slices(self.driver, slices, classes)
         updated = sum(self.reconcile_namespace(ns, acct) for ns in sorted(namespaces))
         self.passes += 1
         return updated

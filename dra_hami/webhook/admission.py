@@ -24,15 +24,23 @@ from typing import Any
 
 from dra_hami.kube.client import ApiError
 from dra_hami.quota.check import check_request
+from dra_hami.quota.classes import our_classes
 from dra_hami.quota.model import QuotaError, Usage, parse_gpu_quota
 from dra_hami.quota.usage import Accounting, namespace_usage, spec_usage
 from dra_hami.webhook import gate as gating
 from dra_hami.webhook import labels as L
 from dra_hami.webhook.kube import WebhookApi
 from dra_hami.webhook.legacy import LegacyError, parse_legacy_pod
+from dra_hami.webhook.pod_env import control_env_message, control_env_problems
 from dra_hami.webhook.review import Response
 from dra_hami.webhook.translate import TemplatePlan, published_gpus, translate
-from dra_hami.webhook.validate import claim_spec_of, config_message, config_problems
+from dra_hami.webhook.validate import (
+    claim_spec_of,
+    config_message,
+    config_problems,
+    pinned_problems,
+    uses_driver_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,9 @@ class Admission:
         if request.get("operation") != "CREATE" or (request.get("kind") or {}).get("kind") != "Pod":
             return Response.allow()
         pod = request.get("object") or {}
+        env_problems = control_env_problems(pod)
+        if env_problems:
+            return Response.deny(control_env_message(pod, env_problems), 403)
         namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "default"
         dry_run = bool(request.get("dryRun"))
         warnings: list[str] = []
@@ -186,6 +197,12 @@ class Admission:
             return Response.deny(config_message(kind, obj, problems), 400)
         namespace = request.get("namespace") or (obj.get("metadata") or {}).get("namespace") or "default"
         try:
+            if uses_driver_config(kind, obj, self.options.driver):
+                classes = {(c.get("metadata") or {}).get("name"): c for c in self.api.list_device_classes()}
+                pinned = pinned_problems(kind, obj, self.options.driver, classes)
+                if pinned:
+                    return Response.deny(config_message(kind, obj, pinned).replace("invalid VGpuConfig",
+                                         "VGpuConfig overrides admin-pinned DeviceClass config"), 403)  # fmt: skip
             return self._quota(kind, obj, namespace, bool(request.get("dryRun")))
         except QuotaError as err:  # a GpuQuota we cannot read: fail closed, saying which object to fix
             return Response.deny(f"dra-hami: {err}; fix the GpuQuota before creating claims in {namespace}", 403)
@@ -198,7 +215,10 @@ class Admission:
         quotas_raw = self.api.list_quotas(namespace)
         if not quotas_raw:
             return Response.allow()
-        acct = Accounting.from_slices(self.options.driver, self.api.list_slices(), self.options.classes)
+        slices = self.api.list_slices()
+        # Every DeviceClass that can hand out our GPUs counts, not only the one named after the driver.
+        classes = our_classes(self.options.driver, self.api.list_device_classes(), slices)
+        acct = Accounting.from_slices(self.options.driver, slices, classes)
         spec, _ = claim_spec_of(kind, obj)
         meta = obj.get("metadata") or {}
         subject = f"{kind} {namespace}/{meta.get('name') or meta.get('generateName', '') + '<generated>'}"

@@ -63,12 +63,12 @@ POD_CONDITION = (
 
 
 def claim_condition(devices: str, driver: str) -> str:
+    """Every claim that requests devices (any DeviceClass: another class may select our GPUs, and the webhook
+    decides from the class's selectors) or carries our opaque config."""
     d = f"'{driver}'"
     return (
         f"has({devices}) && ("
-        f"(has({devices}.requests) && {devices}.requests.exists(r, "
-        f"(has(r.exactly) && r.exactly.deviceClassName == {d}) || "
-        f"(has(r.firstAvailable) && r.firstAvailable.exists(s, s.deviceClassName == {d})))) || "
+        f"(has({devices}.requests) && size({devices}.requests) > 0) || "
         f"(has({devices}.config) && {devices}.config.exists(c, has(c.opaque) && c.opaque.driver == {d})))"
     )
 
@@ -137,7 +137,7 @@ def validating(
             "failurePolicy": "Fail",
             "sideEffects": "NoneOnDryRun",  # charges GpuQuota status, never on dry runs
             "timeoutSeconds": CLAIM_TIMEOUT,
-            "matchConditions": [{"name": "our-driver", "expression": claim_condition(devices, driver)}],
+            "matchConditions": [{"name": "device-requests", "expression": claim_condition(devices, driver)}],
         }
 
     return {

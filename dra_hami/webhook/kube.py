@@ -24,6 +24,7 @@ class WebhookApi(Protocol):
     def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def get_template(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def list_slices(self) -> list[dict[str, Any]]: ...
+    def list_device_classes(self) -> list[dict[str, Any]]: ...
     def create_template(self, template: dict[str, Any]) -> dict[str, Any]: ...
     def touch_template(self, namespace: str, name: str, now: str) -> None: ...
     def list_quotas(self, namespace: str) -> list[dict[str, Any]]: ...
@@ -58,6 +59,7 @@ class KubeWebhookApi:
         self.raw = raw
         self._namespaces = _Ttl(namespace_ttl)
         self._slices = _Ttl(slice_ttl)
+        self._classes = _Ttl(slice_ttl)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """``raw.request``: raises only ApiError (RawKubeApi maps every transport failure to status 0)."""
@@ -102,6 +104,9 @@ class KubeWebhookApi:
     def list_slices(self) -> list[dict[str, Any]]:
         return self._slices.get("all", lambda: self._list(f"{RESOURCE}/resourceslices"))
 
+    def list_device_classes(self) -> list[dict[str, Any]]:
+        return self._classes.get("all", lambda: self._list(f"{RESOURCE}/deviceclasses"))
+
     def create_template(self, template: dict[str, Any]) -> dict[str, Any]:
         ns = template["metadata"]["namespace"]
         return self._request("POST", f"{RESOURCE}/namespaces/{ns}/resourceclaimtemplates", body=template,
@@ -136,6 +141,9 @@ class KubeWebhookApi:
 
     def list_all_slices(self) -> list[dict[str, Any]]:
         return self._list(f"{RESOURCE}/resourceslices", timeout=BACKGROUND_TIMEOUT)
+
+    def list_all_device_classes(self) -> list[dict[str, Any]]:
+        return self._list(f"{RESOURCE}/deviceclasses", timeout=BACKGROUND_TIMEOUT)
 
     def patch_quota_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self._request("PATCH", f"{QUOTAS}/namespaces/{namespace}/{PLURAL}/{name}/status", body={"status": status},

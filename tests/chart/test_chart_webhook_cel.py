@@ -61,8 +61,11 @@ CLAIMS = {
     "our-class-in-firstAvailable": (_devices(DRIVER, first_available=True), True),
     "other-class-with-our-config": (_with_config(_devices("gpu.nvidia.com"), DRIVER), True),
     "only-our-config": (_with_config({}, DRIVER), True),
-    "other-class": (_devices("gpu.nvidia.com"), False),
-    "other-class-other-config": (_with_config(_devices("gpu.nvidia.com"), "gpu.nvidia.com"), False),
+    # Another class may select our GPUs too (issue 18 item 9): the webhook reads the class and decides.
+    "other-class": (_devices("gpu.nvidia.com"), True),
+    "other-class-other-config": (_with_config(_devices("gpu.nvidia.com"), "gpu.nvidia.com"), True),
+    "empty-requests": ({"devices": {"requests": []}}, False),
+    "only-other-config": (_with_config({}, "gpu.nvidia.com"), False),
     "config-without-opaque": ({"devices": {"config": [{"requests": ["gpu"]}]}}, False),
     "no-devices": ({}, False),
     "no-requests": ({"devices": {}}, False),
@@ -94,6 +97,6 @@ def test_pods_with_claims_or_nvidia_resources_reach_the_pod_webhook(hooks, pod, 
 
 
 @pytest.mark.parametrize(("spec", "sent"), CLAIMS.values(), ids=CLAIMS.keys())
-def test_claims_of_our_class_or_with_our_config_are_validated(hooks, spec, sent):
+def test_claims_with_device_requests_or_our_config_are_validated(hooks, spec, sent):
     assert _matches(hooks["claims"], {"spec": spec}) is sent
     assert _matches(hooks["claimtemplates"], {"spec": {"spec": spec}}) is sent

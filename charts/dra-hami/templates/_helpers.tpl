@@ -75,3 +75,8 @@ matchExpressions:
 {{- define "dra-hami.usesNvidia" -}}
 {{ . }}.exists(c, has(c.resources) && ((has(c.resources.limits) && c.resources.limits.exists(k, k.startsWith('nvidia.com/'))) || (has(c.resources.requests) && c.resources.requests.exists(k, k.startsWith('nvidia.com/')))))
 {{- end -}}
+
+{{- /* CEL: `|| @@.startsWith('<prefix>')` for each prefix of the list ``.``; the caller replaces @@. */ -}}
+{{- define "dra-hami.celPrefixes" -}}
+{{- range . }} || @@.startsWith('{{ . }}'){{ end }}
+{{- end -}}

@@ -57,16 +57,19 @@ def test_requests_only_nvidia_pod_is_sent_too() -> None:
     assert evaluate(conf.POD_CONDITION, pod(c))
 
 
-def test_claim_webhooks_fail_closed_but_only_for_our_driver() -> None:
+def test_claim_webhooks_fail_closed_for_every_claim_with_device_requests() -> None:
     hooks = conf.validating()["webhooks"]
     assert [h["rules"][0]["resources"] for h in hooks] == [["resourceclaims"], ["resourceclaimtemplates"]]
     assert all(h["failurePolicy"] == "Fail" and h["timeoutSeconds"] <= 5 for h in hooks)
     claim_expr = hooks[0]["matchConditions"][0]["expression"]
     template_expr = hooks[1]["matchConditions"][0]["expression"]
     ours = {"spec": slice_spec("1Gi")}
+    # Another class may select our GPUs (issue 18 item 9): the webhook reads the class, so it sees every claim.
     theirs = {"spec": slice_spec("1Gi", cls="nic.example.com")}
-    assert evaluate(claim_expr, ours) and not evaluate(claim_expr, theirs)
-    assert evaluate(template_expr, {"spec": ours}) and not evaluate(template_expr, {"spec": theirs})
+    assert evaluate(claim_expr, ours) and evaluate(claim_expr, theirs)
+    assert evaluate(template_expr, {"spec": ours}) and evaluate(template_expr, {"spec": theirs})
+    nothing = {"spec": {"devices": {"requests": []}}}
+    assert not evaluate(claim_expr, nothing) and not evaluate(template_expr, {"spec": nothing})
     config_only = {"spec": slice_spec(cls="nic.example.com")}
     config_only["spec"]["devices"]["config"] = [{"opaque": {"driver": DRIVER, "parameters": {}}}]
     assert evaluate(claim_expr, config_only)

@@ -123,6 +123,7 @@ class FakeApi:
 
     def __init__(self, slices: list[dict[str, Any]] | None = None) -> None:
         self.slices = slices or []
+        self.device_classes: list[dict[str, Any]] = []
         self.namespaces: dict[str, dict[str, str]] = {}
         self.claims: dict[tuple[str, str], dict[str, Any]] = {}
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
@@ -167,6 +168,13 @@ class FakeApi:
     def list_slices(self) -> list[dict[str, Any]]:
         self._maybe_fail("list_slices")
         return copy.deepcopy(self.slices)
+
+    def list_device_classes(self) -> list[dict[str, Any]]:
+        self._maybe_fail("list_device_classes")
+        return copy.deepcopy(self.device_classes)
+
+    def list_all_device_classes(self) -> list[dict[str, Any]]:
+        return self.list_device_classes()
 
     def create_template(self, template: dict[str, Any]) -> dict[str, Any]:
         self._maybe_fail("create_template")
