@@ -30,6 +30,34 @@ log = logging.getLogger(__name__)
     help="Its private key (PEM).",
 )
 @click.option(
+    "--client-ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="CLIENT_CA_FILE",
+    help="Only callers with a client certificate this CA signed may connect (the API server's admission "
+    "client certificate, see docs/security.md); re-read when the file changes. Unset: any caller.",
+)
+@click.option(
+    "--client-common-name",
+    "client_names",
+    multiple=True,
+    envvar="CLIENT_COMMON_NAMES",
+    help="With --client-ca-file: the client certificate's CN must be one of these (repeatable). Unset: any CN.",
+)
+@click.option(
+    "--max-concurrent-reviews",
+    type=click.IntRange(min=1, max=256),
+    default=8,
+    show_default=True,
+    help="Connections served at once (each may hold a 3 MiB review); up to 64 more wait, others are closed.",
+)
+@click.option(
+    "--request-deadline",
+    type=click.FloatRange(min=1, max=60),
+    default=10.0,
+    show_default=True,
+    help="Seconds from a request's first byte (or the TLS handshake) to its answer; slower clients are cut off.",
+)
+@click.option(
     "--bind-address",
     default="0.0.0.0:9443",
     show_default=True,
@@ -76,7 +104,9 @@ log = logging.getLogger(__name__)
 @driver_name_option("DRA driver name; also the name of our DeviceClass.")
 @kubeconfig_option()
 @logging_options
-def webhook(tls_cert_file: Path, tls_key_file: Path, bind_address: str, policy_mode: bool, legacy_translation: bool,
+def webhook(tls_cert_file: Path, tls_key_file: Path, client_ca_file: Path | None, client_names: tuple[str, ...],
+            max_concurrent_reviews: int, request_deadline: float, bind_address: str, policy_mode: bool,
+            legacy_translation: bool,
             metrics_bind_address: str, quota_resync: float, template_grace: float, driver_name: str,
             kubeconfig: str | None, log_format: str, log_level: str) -> None:  # fmt: skip
     """Admission webhook: scheduling gate (policy mode), HAMi legacy translation, VGpuConfig validation, GpuQuota.
@@ -93,7 +123,7 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, bind_address: str, policy_m
     from dra_hami.webhook.admission import Admission, AdmissionOptions
     from dra_hami.webhook.collector import TemplateCollector
     from dra_hami.webhook.kube import KubeWebhookApi
-    from dra_hami.webhook.server import WebhookServer
+    from dra_hami.webhook.server import ClientAuth, ServerLimits, WebhookServer
 
     logs.setup(log_level, log_format)
     try:
@@ -109,7 +139,11 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, bind_address: str, policy_m
     admission = Admission(api, AdmissionOptions(driver_name, policy_mode, legacy_translation))
     handlers = {"/mutate-pods": admission.mutate_pod, "/validate-claims": admission.validate_claim}
     try:
-        server = WebhookServer(bind, tls_cert_file, tls_key_file, handlers)
+        if client_names and client_ca_file is None:
+            raise click.BadParameter("needs --client-ca-file", param_hint="--client-common-name")
+        auth = ClientAuth(client_ca_file, frozenset(client_names)) if client_ca_file else None
+        limits = ServerLimits(workers=max_concurrent_reviews, request_deadline=request_deadline)
+        server = WebhookServer(bind, tls_cert_file, tls_key_file, handlers, limits, auth)
     except (OSError, ssl.SSLError) as err:
         raise click.ClickException(f"cannot serve HTTPS on {bind_address} with {tls_cert_file}: {err}") from None
     if metrics_bind[1]:
@@ -123,7 +157,8 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, bind_address: str, policy_m
     threading.Thread(target=reconciler.run, args=(stop,), name="quota-reconciler", daemon=True).start()
     threading.Thread(target=collector.run, args=(stop,), name="template-collector", daemon=True).start()
     server.start()
-    log.info("dra-hami webhook on %s:%d (policy mode %s, legacy translation %s)", *bind,
-             "on" if policy_mode else "off", "cluster-wide" if legacy_translation else "per namespace")  # fmt: skip
+    log.info("dra-hami webhook on %s:%d (policy mode %s, legacy translation %s, client certificates %s)", *bind,
+             "on" if policy_mode else "off", "cluster-wide" if legacy_translation else "per namespace",
+             f"required ({client_ca_file})" if auth else "NOT checked")  # fmt: skip
     stop.wait()
     server.shutdown()

@@ -10,8 +10,8 @@ import yaml
 from chart_render import CHART, REPO_ROOT
 
 # Maps whose own keys are user data (node labels, resources, ...), documented as one key.
-OPAQUE = {"nodeSelector", "tolerations", "affinity", "resources", "podAnnotations", "labels", "annotations",
-          "issuerRef"}  # fmt: skip
+OPAQUE = {"nodeSelector", "tolerations", "affinity", "resources", "initResources", "podAnnotations", "labels",
+          "annotations", "issuerRef"}  # fmt: skip
 
 
 def leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:

@@ -20,6 +20,8 @@ VALUE_SETS: dict[str, dict[str, str]] = {
     "defaults": {},
     "policy": {
         "policy.enabled": "true",
+        "webhook.clientAuth.caBundle!": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        "webhook.clientAuth.commonNames[0]": "kube-apiserver",
         "policy.nodePolicy": "spread",
         "policy.gpuPolicy": "topology",
         "webhook.legacyTranslation": "namespaces",
@@ -30,6 +32,7 @@ VALUE_SETS: dict[str, dict[str, str]] = {
     },
     "cert-manager": {
         "policy.enabled": "true",
+        "webhook.clientAuth.enabled": "false",
         "webhook.certManager.enabled": "true",
         "webhook.certManager.issuerRef.name": "corp-ca",
         "webhook.certManager.issuerRef.kind": "ClusterIssuer",
@@ -65,7 +68,14 @@ def rendered(request, helm):
 def test_helm_lint_passes_strict(helm):
     out = run_helm(helm, "lint", "--strict", str(CHART), "--kube-version", "1.36.0")
     assert "0 chart(s) failed" in out
-    out = run_helm(helm, "lint", "--strict", str(CHART), "--set", "policy.enabled=true,serviceMonitor.enabled=true")
+    out = run_helm(
+        helm,
+        "lint",
+        "--strict",
+        str(CHART),
+        "--set",
+        "policy.enabled=true,serviceMonitor.enabled=true,webhook.clientAuth.enabled=false",
+    )
     assert "0 chart(s) failed" in out
 
 
@@ -73,21 +83,23 @@ def test_each_value_set_renders_the_expected_objects(rendered):
     name, objects = rendered
     policy = name in ("policy", "cert-manager")
     expected = ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "DaemonSet", "DeviceClass",
-                "ServiceAccount"]  # fmt: skip
+                "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]  # fmt: skip
     if name != "tuned-node":
         expected.append("Service")  # the exporter's headless Service
     if policy:
         expected += ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment",
                      "Deployment", "MutatingWebhookConfiguration", "Role", "RoleBinding", "Service", "Service",
-                     "ServiceAccount", "ServiceAccount", "ValidatingWebhookConfiguration"]  # fmt: skip
+                     "ServiceAccount", "ServiceAccount", "ValidatingWebhookConfiguration", "NetworkPolicy"]  # fmt: skip
         expected.append("Certificate" if name == "cert-manager" else "Secret")
     if name == "policy":
         expected += ["ServiceMonitor"] * 3 + ["ConfigMap"]  # and the Grafana dashboard
+        expected.append("ConfigMap")  # the CA of the API server's admission client certificate
     assert kinds(objects) == sorted(expected)
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "DeviceClass",
-                               "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):  # fmt: skip
+                               "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+                               "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):  # fmt: skip
             assert obj["metadata"]["namespace"] == "dra-hami", obj["metadata"]["name"]
 
 
@@ -235,6 +247,7 @@ def test_rbac_is_least_privilege_per_component(helm):
     # Nothing may write pods, claims or slices but the components that own them.
     assert webhook[("", "pods")] == {"list"} and webhook[("resource.k8s.io", "resourceslices")] == {"list"}
     assert webhook[("resource.k8s.io", "resourceclaims")] == {"get", "list", "watch"}
+    assert webhook[("resource.k8s.io", "deviceclasses")] == {"list"}  # classes that select our GPUs
     # Each workload runs under its own ServiceAccount, bound to its own role.
     for workload in (o for o in objects if o["kind"] in ("DaemonSet", "Deployment")):
         sa = workload["spec"]["template"]["spec"]["serviceAccountName"]
@@ -288,7 +301,9 @@ def test_cert_manager_mode_injects_the_ca_instead_of_generating_one(helm):
         )
         assert all("caBundle" not in h["clientConfig"] for h in config["webhooks"])
     # Without an issuerRef the chart brings a self-signed Issuer.
-    objects = render(helm, {"policy.enabled": "true", "webhook.certManager.enabled": "true"})
+    objects = render(
+        helm, {"policy.enabled": "true", "webhook.clientAuth.enabled": "false", "webhook.certManager.enabled": "true"}
+    )
     issuer = find(objects, "Issuer")
     assert issuer["spec"] == {"selfSigned": {}}
     assert find(objects, "Certificate")["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
@@ -340,7 +355,11 @@ def test_service_monitors_select_the_metrics_services(helm):
 
 
 def test_long_release_names_keep_object_names_valid(helm):
-    objects = render(helm, {"policy.enabled": "true"}, release="a-very-long-release-name-for-a-gpu-cluster-x")
+    objects = render(
+        helm,
+        {"policy.enabled": "true", "webhook.clientAuth.enabled": "false"},
+        release="a-very-long-release-name-for-a-gpu-cluster-x",
+    )
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63
     assert len({(o["kind"], o["metadata"]["name"]) for o in objects}) == len(objects)

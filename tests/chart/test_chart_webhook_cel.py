@@ -83,7 +83,7 @@ def _matches(hook: dict[str, Any], obj: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def hooks(helm) -> dict[str, dict[str, Any]]:
-    objects = render(helm, {"policy.enabled": "true"})
+    objects = render(helm, {"policy.enabled": "true", "webhook.clientAuth.enabled": "false"})
     out = {}
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         out.update({h["name"].split(".", 1)[0]: h for h in find(objects, kind)["webhooks"]})

@@ -33,7 +33,11 @@ def _assert_same(rendered: list[dict[str, Any]], built: list[dict[str, Any]]) ->
 
 @pytest.mark.parametrize("driver", [wire.DEFAULT_DRIVER_NAME, "gpu.example.com"])
 def test_chart_webhooks_equal_the_webhook_configuration(helm, driver):
-    objects = render(helm, {"policy.enabled": "true", "driverName": driver}, namespace=NAMESPACE)
+    objects = render(
+        helm,
+        {"policy.enabled": "true", "webhook.clientAuth.enabled": "false", "driverName": driver},
+        namespace=NAMESPACE,
+    )
     service = find(objects, "Service", "-webhook")["metadata"]["name"]
     where = (service, NAMESPACE, 443)
 
@@ -57,7 +61,7 @@ def test_chart_webhooks_equal_the_webhook_configuration(helm, driver):
 def test_the_docs_registration_is_what_the_chart_renders_for_kube_system(helm):
     """Installed into kube-system under the release name dra-hami, the chart's webhooks point where the
     docs' registration points, and only the excluded namespaces collapse into one."""
-    objects = render(helm, {"policy.enabled": "true"}, namespace="kube-system")
+    objects = render(helm, {"policy.enabled": "true", "webhook.clientAuth.enabled": "false"}, namespace="kube-system")
     (hook,) = find(objects, "MutatingWebhookConfiguration")["webhooks"]
     (want,) = configuration.mutating()["webhooks"]
     assert hook["namespaceSelector"] == want["namespaceSelector"]
@@ -65,8 +69,9 @@ def test_the_docs_registration_is_what_the_chart_renders_for_kube_system(helm):
 
 
 def test_timeouts_and_claim_failure_policy_follow_the_values(helm):
-    objects = render(helm, {"policy.enabled": "true", "webhook.timeoutSeconds": "9",
-                            "webhook.claimValidationFailurePolicy": "Ignore"})  # fmt: skip
+    values = {"policy.enabled": "true", "webhook.clientAuth.enabled": "false", "webhook.timeoutSeconds": "9",
+              "webhook.claimValidationFailurePolicy": "Ignore"}  # fmt: skip
+    objects = render(helm, values)
     pods = find(objects, "MutatingWebhookConfiguration")["webhooks"]
     claims = find(objects, "ValidatingWebhookConfiguration")["webhooks"]
     assert {h["timeoutSeconds"] for h in pods + claims} == {9}
