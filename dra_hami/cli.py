@@ -31,24 +31,24 @@ def main() -> None:
 
 @main.command("kubelet-plugin")
 @driver_name_option("DRA driver name; also the DeviceClass name and the CDI vendor k8s.<driver>.")
-@click.option("--node-name", required=True, envvar="NODE_NAME", help="This node's name (the pool name).")
+@click.option("--node-name", required=True, envvar="DRA_HAMI_NODE_NAME", help="This node's name (the pool name).")
 @kubeconfig_option()
 @click.option(
     "--fake-profile",
-    envvar="FAKE_PROFILE",
+    envvar="DRA_HAMI_FAKE_PROFILE",
     help="Use fake GPUs instead of NVML: a built-in profile name (t4x2, h100x8, ...) or a YAML file.",
 )
 @click.option(
     "--plugin-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="PLUGIN_DIR",
+    envvar="DRA_HAMI_PLUGIN_DIR",
     help="Directory of the DRA socket and the checkpoint. [default: /var/lib/kubelet/plugins/<driver>]",
 )
 @click.option(
     "--registry-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("/var/lib/kubelet/plugins_registry"),
-    envvar="REGISTRY_DIR",
+    envvar="DRA_HAMI_REGISTRY_DIR",
     show_default=True,
     help="The kubelet's plugin registration directory (the <driver>-reg.sock socket goes there).",
 )
@@ -56,7 +56,7 @@ def main() -> None:
     "--cdi-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("/var/run/cdi"),
-    envvar="CDI_DIR",
+    envvar="DRA_HAMI_CDI_DIR",
     show_default=True,
     help="The container runtime's dynamic CDI spec directory.",
 )
@@ -64,14 +64,14 @@ def main() -> None:
     "--vgpu-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("/usr/local/vgpu"),
-    envvar="VGPU_DIR",
+    envvar="DRA_HAMI_VGPU_DIR",
     show_default=True,
     help="Host directory for ld.so.preload and the per-claim shared-region directories (claims/<uid>).",
 )
 @click.option(
     "--libvgpu-path",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="LIBVGPU_PATH",
+    envvar="DRA_HAMI_LIBVGPU_PATH",
     help="Host path of libvgpu.so, mounted into every container. [default: <vgpu-dir>/libvgpu.so]",
 )
 @click.option(
@@ -84,7 +84,7 @@ def main() -> None:
     "--device-injection",
     type=click.Choice(["nvidia-cdi", "device-nodes", "none"]),
     default="nvidia-cdi",
-    envvar="DEVICE_INJECTION",
+    envvar="DRA_HAMI_DEVICE_INJECTION",
     show_default=True,
     help="How GPUs reach the container: the NVIDIA Container Toolkit's CDI ids, plain /dev/nvidia* nodes, "
     "or nothing (fake GPUs).",
@@ -92,7 +92,7 @@ def main() -> None:
 @click.option(
     "--nvidia-cdi-template",
     default="nvidia.com/gpu={uuid}",
-    envvar="NVIDIA_CDI_TEMPLATE",
+    envvar="DRA_HAMI_NVIDIA_CDI_TEMPLATE",
     show_default=True,
     help="CDI id of a whole GPU in the toolkit's spec; {uuid}, {index} or {minor}.",
 )
@@ -100,7 +100,7 @@ def main() -> None:
     "--split-count",
     type=click.IntRange(1, 1000),
     default=wire.DEFAULT_SPLIT_COUNT,
-    envvar="SPLIT_COUNT",
+    envvar="DRA_HAMI_SPLIT_COUNT",
     show_default=True,
     help="Most claims one GPU may hold (the 'shares' capacity; HAMi's deviceSplitCount).",
 )
@@ -108,7 +108,7 @@ def main() -> None:
     "--reserved-memory",
     type=_Quantity(),
     default="0",
-    envvar="RESERVED_MEMORY",
+    envvar="DRA_HAMI_RESERVED_MEMORY",
     show_default=True,
     help="GPU memory per device kept out of the published capacity (e.g. 512Mi).",
 )
@@ -116,7 +116,7 @@ def main() -> None:
     "--memory-scaling",
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
-    envvar="MEMORY_SCALING",
+    envvar="DRA_HAMI_MEMORY_SCALING",
     show_default=True,
     help="Multiply published memory (HAMi's deviceMemoryScaling; above 1 oversubscribes).",
 )
@@ -144,7 +144,7 @@ def main() -> None:
 @click.option(
     "--device-health/--no-device-health",
     default=True,
-    envvar="DEVICE_HEALTH",
+    envvar="DRA_HAMI_DEVICE_HEALTH",
     show_default=True,
     help="Watch GPU health (NVML XID events, lost GPUs): taint unhealthy devices in the ResourceSlice and serve "
     "the kubelet's DRAResourceHealth stream.",
@@ -152,7 +152,7 @@ def main() -> None:
 @click.option(
     "--health-ignored-xids",
     default="13,31,43,45,68,109",
-    envvar="HEALTH_IGNORED_XIDS",
+    envvar="DRA_HAMI_HEALTH_IGNORED_XIDS",
     show_default=True,
     help="XIDs that are application errors, not GPU faults (comma-separated; empty: none).",
 )
@@ -160,14 +160,14 @@ def main() -> None:
     "--health-recovery-seconds",
     type=click.FloatRange(min=0),
     default=60.0,
-    envvar="HEALTH_RECOVERY_SECONDS",
+    envvar="DRA_HAMI_HEALTH_RECOVERY_SECONDS",
     show_default=True,
     help="A GPU tainted for an XID is healthy again after this long without one, if NVML probes pass.",
 )
 @click.option(
     "--fake-health-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="FAKE_HEALTH_FILE",
+    envvar="DRA_HAMI_FAKE_HEALTH_FILE",
     help="Fake GPUs only: YAML file of injected faults ({hami-gpu-0: {xid: 79}}), re-read while running. "
     "[default: <plugin-dir>/fake-health.yaml]",
 )
@@ -177,6 +177,7 @@ def kubelet_plugin(**kwargs) -> None:
     from dra_hami import logs
     from dra_hami.discovery import DiscoveryError
     from dra_hami.health.nvml import parse_xids
+    from dra_hami.kube.client import KubeConfigError
     from dra_hami.plugin.main import PluginOptions, run
     from dra_hami.publisher.device import PoolError
     from dra_hami.publisher.policy import PolicyError
@@ -191,8 +192,8 @@ def kubelet_plugin(**kwargs) -> None:
         raise click.BadParameter(str(err), param_hint="--health-ignored-xids") from None
     try:
         run(PluginOptions(**kwargs))
-    except (DiscoveryError, PoolError, PolicyError, OSError) as err:
-        raise click.ClickException(str(err)) from err
+    except (DiscoveryError, PoolError, PolicyError, KubeConfigError, OSError) as err:
+        raise click.ClickException(str(err)) from None
 
 
 @main.command()
@@ -458,7 +459,7 @@ def translate(filename: str, slices_file: Path | None, fake_profile: str, driver
     "dest_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="VGPU_DIR",
+    envvar="DRA_HAMI_VGPU_DIR",
     help="Host directory the kubelet plugin's --vgpu-dir names; libvgpu.so goes there.",
 )
 @click.option(
@@ -484,3 +485,16 @@ from dra_hami.webhook.command import webhook  # noqa: E402
 
 for _command in (controller, exporter, webhook):
     main.add_command(_command)
+
+
+def _show_envvars(group: click.Group) -> None:
+    """Every option that reads an environment variable (all named DRA_HAMI_*) says so in --help."""
+    for command in group.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
+        if isinstance(command, click.Group):
+            _show_envvars(command)
+
+
+_show_envvars(main)

@@ -9,7 +9,13 @@ import threading
 import click
 
 from dra_hami.allocator import GPU_POLICIES, PolicyChoice
-from dra_hami.cli_options import check_bind_address, driver_name_option, kubeconfig_option, logging_options
+from dra_hami.cli_options import (
+    PORT_ZERO_HELP,
+    check_bind_address,
+    driver_name_option,
+    kubeconfig_option,
+    logging_options,
+)
 
 
 @click.command("controller")
@@ -31,16 +37,22 @@ from dra_hami.cli_options import check_bind_address, driver_name_option, kubecon
 )
 @click.option("--leader-elect/--no-leader-elect", default=True, show_default=True, help="Lead through a Lease.")
 @click.option(
-    "--lease-namespace", envvar="POD_NAMESPACE", default="kube-system", show_default=True, help="The Lease's namespace."
+    "--lease-namespace",
+    envvar="DRA_HAMI_POD_NAMESPACE",
+    default="kube-system",
+    show_default=True,
+    help="The Lease's namespace.",
 )
 @click.option("--lease-name", default="dra-hami-controller", show_default=True, help="The Lease's name.")
-@click.option("--identity", envvar="POD_NAME", default=socket.gethostname, help="Holder identity. [default: hostname]")
+@click.option(
+    "--identity", envvar="DRA_HAMI_POD_NAME", default=socket.gethostname, help="Holder identity. [default: hostname]"
+)
 @click.option(
     "--metrics-bind-address",
     default="0.0.0.0:9402",
     show_default=True,
     callback=check_bind_address,
-    help="HOST:PORT of /metrics and /healthz (port 0: any free port).",
+    help=f"HOST:PORT of /metrics and /healthz; {PORT_ZERO_HELP}.",
 )
 @click.option(
     "--orphan-grace",
@@ -86,8 +98,12 @@ def controller(
         signal.signal(sig, lambda *_: stop.set())
     from kubernetes.config import ConfigException
 
+    from dra_hami.kube.client import KubeConfigError
+
     try:
         controller = Controller(options)
+    except KubeConfigError as err:
+        raise click.ClickException(str(err)) from None
     except ConfigException as err:
         raise click.ClickException(f"--kubeconfig: {err} (pass a kubeconfig file or run in a pod)") from err
     try:

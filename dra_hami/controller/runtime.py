@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dra_hami.cli_options import parse_bind_address
+from dra_hami.cli_options import listen_error, parse_bind_address
 from dra_hami.kube.client import ApiError, RawKubeApi
 from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
 
@@ -328,7 +328,10 @@ class Controller:
             def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line
                 return
 
-        server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as err:
+            raise listen_error("--metrics-bind-address", address, err) from None
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         log.info("serving /metrics and /healthz on %s:%s", host or "0.0.0.0", server.server_address[1])

@@ -8,6 +8,7 @@ import click
 
 from dra_hami.cli_options import (
     DEFAULT_PLUGINS_ROOT,
+    PORT_ZERO_HELP,
     check_bind_address,
     driver_name_option,
     kubeconfig_option,
@@ -17,35 +18,37 @@ from dra_hami.cli_options import (
 
 @click.command("exporter")
 @driver_name_option("DRA driver name (locates the plugin's directory).")
-@click.option("--node-name", required=True, envvar="NODE_NAME", help="This node's name (the nodeid/node labels).")
+@click.option(
+    "--node-name", required=True, envvar="DRA_HAMI_NODE_NAME", help="This node's name (the nodeid/node labels)."
+)
 @kubeconfig_option("Kubeconfig file; in-cluster configuration when omitted. Used to tell which pod uses a claim.")
 @click.option(
     "--fake-profile",
-    envvar="FAKE_PROFILE",
+    envvar="DRA_HAMI_FAKE_PROFILE",
     help="Fake GPUs instead of NVML (same profiles as the kubelet plugin); card usage is then the claims' sum.",
 )
 @click.option(
     "--vgpu-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("/usr/local/vgpu"),
-    envvar="VGPU_DIR",
+    envvar="DRA_HAMI_VGPU_DIR",
     show_default=True,
     help="The kubelet plugin's --vgpu-dir: the claim regions are claims/<uid>/vgpu.cache under it.",
 )
 @click.option(
     "--plugin-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="PLUGIN_DIR",
+    envvar="DRA_HAMI_PLUGIN_DIR",
     help="The kubelet plugin's --plugin-dir, read for its checkpoint (prepared claims). "
     "[default: /var/lib/kubelet/plugins/<driver>]",
 )
 @click.option(
     "--metrics-bind-address",
     default="0.0.0.0:9401",
-    envvar="METRICS_BIND_ADDRESS",
+    envvar="DRA_HAMI_METRICS_BIND_ADDRESS",
     show_default=True,
     callback=check_bind_address,
-    help="HOST:PORT of /metrics and /healthz.",
+    help=f"HOST:PORT of /metrics and /healthz; {PORT_ZERO_HELP}.",
 )
 @logging_options
 def exporter(**kwargs) -> None:

@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry
 
-from dra_hami.cli_options import parse_bind_address
+from dra_hami.cli_options import listen_error, parse_bind_address
 from dra_hami.discovery import load_discovery
 from dra_hami.exporter.claims import CheckpointReader
 from dra_hami.exporter.collector import ExporterCollector, Inventory
@@ -79,7 +79,10 @@ def _app(registry: CollectorRegistry):
 def serve(registry: CollectorRegistry, address: str) -> tuple[WSGIServer, threading.Thread]:
     """/metrics (and /healthz) on ``address``; port 0 picks a free one (see server.server_port)."""
     host, port = parse_bind_address(address, "--metrics-bind-address")
-    server = make_server(host, port, _app(registry), _ThreadingServer, handler_class=_QuietHandler)
+    try:
+        server = make_server(host, port, _app(registry), _ThreadingServer, handler_class=_QuietHandler)
+    except OSError as err:
+        raise listen_error("--metrics-bind-address", address, err) from None
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     return server, thread

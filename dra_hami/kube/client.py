@@ -20,6 +20,10 @@ RESOURCE_API = "/apis/resource.k8s.io/v1"
 CONNECTION_POOL_SIZE = 32
 
 
+class KubeConfigError(ValueError):
+    """No usable Kubernetes client configuration; the message says what to pass."""
+
+
 class ApiError(Exception):
     """An API call that failed; ``status`` is the HTTP code (0 when the server was not reached)."""
 
@@ -99,18 +103,27 @@ class RawKubeApi:
 
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, qps_timeout: float = 10.0) -> RawKubeApi:
+        """Raises KubeConfigError (one line saying what to pass) when no configuration can be loaded."""
         from kubernetes import client, config
 
+        configuration = client.Configuration()
         if kubeconfig:
-            configuration = client.Configuration()
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            try:
+                config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            except (config.ConfigException, OSError, ValueError) as err:
+                raise KubeConfigError(f"--kubeconfig {kubeconfig}: cannot be loaded: {err}") from None
         else:
             try:
-                configuration = client.Configuration()
                 config.load_incluster_config(client_configuration=configuration)
             except config.ConfigException:
                 configuration = client.Configuration()
-                config.load_kube_config(client_configuration=configuration)
+                try:
+                    config.load_kube_config(client_configuration=configuration)
+                except (config.ConfigException, OSError, ValueError) as err:
+                    raise KubeConfigError(
+                        "no Kubernetes configuration: not running in a pod with a service account, and no "
+                        f"kubeconfig ({err}); pass --kubeconfig FILE (or set KUBECONFIG)"
+                    ) from None
         # The client's default pool is 5 connections per CPU: on a 2-core node the plugin's 16 claim-read
         # threads (plus watches) would open and drop a new TLS connection per burst instead of reusing one.
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, CONNECTION_POOL_SIZE)

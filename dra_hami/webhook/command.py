@@ -9,7 +9,15 @@ from pathlib import Path
 
 import click
 
-from dra_hami.cli_options import driver_name_option, kubeconfig_option, logging_options, parse_bind_address
+from dra_hami.cli_options import (
+    PORT_ZERO_HELP,
+    check_bind_address,
+    driver_name_option,
+    kubeconfig_option,
+    listen_error,
+    logging_options,
+    parse_bind_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +27,14 @@ log = logging.getLogger(__name__)
     "--tls-cert-file",
     required=True,
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="TLS_CERT_FILE",
+    envvar="DRA_HAMI_TLS_CERT_FILE",
     help="Serving certificate (PEM); re-read when the file changes.",
 )
 @click.option(
     "--tls-key-file",
     required=True,
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="TLS_KEY_FILE",
+    envvar="DRA_HAMI_TLS_KEY_FILE",
     help="Its private key (PEM).",
 )
 @click.option(
@@ -61,14 +69,15 @@ log = logging.getLogger(__name__)
     "--bind-address",
     default="0.0.0.0:9443",
     show_default=True,
-    envvar="BIND_ADDRESS",
+    envvar="DRA_HAMI_BIND_ADDRESS",
+    callback=check_bind_address,
     help="HOST:PORT of the HTTPS server (/mutate-pods, /validate-claims, /healthz).",
 )
 @click.option(
     "--policy-mode/--no-policy-mode",
     default=False,
     show_default=True,
-    envvar="POLICY_MODE",
+    envvar="DRA_HAMI_POLICY_MODE",
     help="Add the scheduling gate <driver>/allocation to pods whose claims use our DeviceClass "
     "(opt out with the label dra-hami.project-hami.io/policy-mode=disabled on namespace or pod).",
 )
@@ -76,7 +85,7 @@ log = logging.getLogger(__name__)
     "--legacy-translation/--no-legacy-translation",
     default=False,
     show_default=True,
-    envvar="LEGACY_TRANSLATION",
+    envvar="DRA_HAMI_LEGACY_TRANSLATION",
     help="Translate HAMi's nvidia.com/gpu, gpumem, gpumem-percentage, gpucores in every namespace; "
     "otherwise only in namespaces labelled dra-hami.project-hami.io/legacy-translation=enabled.",
 )
@@ -84,8 +93,9 @@ log = logging.getLogger(__name__)
     "--metrics-bind-address",
     default="0.0.0.0:9403",
     show_default=True,
-    envvar="METRICS_BIND_ADDRESS",
-    help="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP); port 0 disables it.",
+    envvar="DRA_HAMI_METRICS_BIND_ADDRESS",
+    callback=check_bind_address,
+    help=f"HOST:PORT of the Prometheus /metrics endpoint (plain HTTP); {PORT_ZERO_HELP}.",
 )
 @click.option(
     "--quota-resync",
@@ -146,8 +156,11 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, client_ca_file: Path | None
         server = WebhookServer(bind, tls_cert_file, tls_key_file, handlers, limits, auth)
     except (OSError, ssl.SSLError) as err:
         raise click.ClickException(f"cannot serve HTTPS on {bind_address} with {tls_cert_file}: {err}") from None
-    if metrics_bind[1]:
-        start_http_server(metrics_bind[1], addr=metrics_bind[0])
+    try:
+        metrics_server, _ = start_http_server(metrics_bind[1], addr=metrics_bind[0])
+    except OSError as err:
+        raise click.ClickException(str(listen_error("--metrics-bind-address", metrics_bind_address, err))) from None
+    logging.getLogger(__name__).info("serving /metrics on %s:%d", *metrics_server.server_address[:2])
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -36,11 +36,13 @@ def test_missing_certificate_and_bad_addresses_are_clear_errors(tmp_path: Path) 
     result = runner.invoke(main, ["webhook", "--tls-key-file", str(key)])
     assert result.exit_code == 2 and "Missing option '--tls-cert-file'" in result.output
     result = runner.invoke(main, ["webhook", "--tls-cert-file", str(cert), "--tls-key-file", "nope"])
-    assert result.exit_code == 2 and "'--tls-key-file': File 'nope' does not exist" in result.output
+    assert result.exit_code == 2 and "'--tls-key-file'" in result.output
+    assert "File 'nope' does not exist" in result.output
     result = runner.invoke(
         main, ["webhook", "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--bind-address", "9443"]
     )
-    assert result.exit_code == 2 and "--bind-address: '9443' is not HOST:PORT" in result.output
+    assert result.exit_code == 2 and "'--bind-address'" in result.output
+    assert "'9443' is not HOST:PORT (e.g. 0.0.0.0:9443)" in result.output
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
