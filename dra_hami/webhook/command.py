@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 @click.option(
     "--client-ca-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="CLIENT_CA_FILE",
+    envvar="DRA_HAMI_CLIENT_CA_FILE",
     help="Only callers with a client certificate this CA signed may connect (the API server's admission "
     "client certificate, see docs/security.md); re-read when the file changes. Unset: any caller.",
 )
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
     "--client-common-name",
     "client_names",
     multiple=True,
-    envvar="CLIENT_COMMON_NAMES",
+    envvar="DRA_HAMI_CLIENT_COMMON_NAMES",
     help="With --client-ca-file: the client certificate's CN must be one of these (repeatable). Unset: any CN.",
 )
 @click.option(
