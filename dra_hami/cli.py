@@ -135,6 +135,24 @@ def main() -> None:
     help="Seconds between sweeps that unprepare claims deleted while the kubelet was not looking.",
 )
 @click.option(
+    "--claim-dir-storage",
+    type=click.Choice(["tmpfs", "directory"]),
+    default="tmpfs",
+    envvar="CLAIM_DIR_STORAGE",
+    show_default=True,
+    help="Per-claim directories: 'tmpfs' mounts one nosuid,nodev,noexec tmpfs of --claim-dir-size per claim "
+    "(needs CAP_SYS_ADMIN and mounts that reach the host); 'directory' makes plain directories on the host "
+    "filesystem with no bound (tests and demos only: a tenant can fill the disk and plant setuid files).",
+)
+@click.option(
+    "--claim-dir-size",
+    type=_Quantity(),
+    default="8Mi",
+    envvar="CLAIM_DIR_SIZE",
+    show_default=True,
+    help="Size of each claim's tmpfs (the shared region is about 200Ki).",
+)
+@click.option(
     "--boot-id-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("/proc/sys/kernel/random/boot_id"),
@@ -186,6 +204,11 @@ def kubelet_plugin(**kwargs) -> None:
     driver = kwargs["driver_name"]
     kwargs["plugin_dir"] = kwargs["plugin_dir"] or DEFAULT_PLUGINS_ROOT / driver
     kwargs["libvgpu_path"] = kwargs["libvgpu_path"] or kwargs["vgpu_dir"] / "libvgpu.so"
+    if kwargs["claim_dir_size"] < 256 << 10:
+        raise click.BadParameter(
+            f"{kwargs['claim_dir_size']} bytes is below 256Ki (the shared region alone is 200Ki)",
+            param_hint="--claim-dir-size",
+        )
     try:
         kwargs["health_ignored_xids"] = parse_xids(kwargs["health_ignored_xids"])
     except ValueError as err:

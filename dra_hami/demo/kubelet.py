@@ -101,6 +101,8 @@ class PluginProcess:
             "--plugin-dir", str(self.plugin_dir), "--registry-dir", str(self.registry_dir),
             "--cdi-dir", str(self.cdi_dir), "--vgpu-dir", str(self.vgpu_dir),
             "--device-injection", "none", "--boot-id-file", str(self.boot_id_file),
+            # No container ever runs on this demo node: plain directories, no tmpfs mounts to leave behind.
+            "--claim-dir-storage", "directory",
             "--publish-interval", "1", "--sweep-interval", "3600", "--log-level", "debug",
             *libvgpu_args, *self.extra_args,
         ]  # fmt: skip

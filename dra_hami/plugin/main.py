@@ -17,6 +17,7 @@ from dra_hami.kube.client import ApiError, KubeApi, RawKubeApi
 from dra_hami.kube.reflector import Backoff
 from dra_hami.plugin.cdi_spec import CdiSettings, Injection
 from dra_hami.plugin.checkpoint import Checkpoint, read_boot_id
+from dra_hami.plugin.claim_dirs import DEFAULT_SIZE, ClaimDirs, Storage
 from dra_hami.plugin.inventory import Inventory
 from dra_hami.plugin.server import PluginServer
 from dra_hami.plugin.state import PluginState
@@ -51,6 +52,8 @@ class PluginOptions:
     fake_health_file: Path | None = None  # fake GPUs only; default <plugin-dir>/fake-health.yaml
     health_ignored_xids: frozenset[int] = DEFAULT_IGNORED_XIDS
     health_recovery_seconds: float = 60.0
+    claim_dir_storage: Storage = "tmpfs"
+    claim_dir_size: int = DEFAULT_SIZE
 
     @property
     def dra_socket(self) -> Path:
@@ -114,6 +117,7 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
         checkpoint=Checkpoint(options.plugin_dir / "checkpoint.json"),
         boot_id=read_boot_id(options.boot_id_file),
         require_libvgpu=options.require_libvgpu,
+        claim_dirs=ClaimDirs(options.vgpu_dir / "claims", options.claim_dir_storage, options.claim_dir_size),
     )
     state.heal()  # a CDI dir wiped while the plugin was down: running pods' restarts need their specs
     server = PluginServer(

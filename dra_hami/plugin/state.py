@@ -396,8 +396,8 @@ class PluginState:
         return self._claim_locks.hold(uids)
 
     def _ensure_claim_dir(self, record: ClaimRecord) -> None:
-        path = self._settings.claim_dir(record.uid)
-        if not path.is_dir():
+        path = self._dirs.path(record.uid)
+        if not self._dirs.intact(record.uid):
             self._reset_claim_dir(record)
         elif not (path / wire.CLAIM_ENV_FILE).is_file():
             self._write_claim_env(record)  # a claim prepared by a plugin version that did not write it
@@ -408,7 +408,7 @@ class PluginState:
 
     def _write_claim_env(self, record: ClaimRecord) -> None:
         text = claim_env_file(record.spec or {})
-        atomic_write(self._settings.claim_dir(record.uid) / wire.CLAIM_ENV_FILE, text.encode(), mode=0o444)
+        atomic_write(self._dirs.path(record.uid) / wire.CLAIM_ENV_FILE, text.encode(), mode=0o444)
 
     def _persist(self) -> None:
         """Make every change made so far durable; concurrent callers share one write (group commit)."""

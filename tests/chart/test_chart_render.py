@@ -381,3 +381,14 @@ def test_chart_crd_is_the_repository_crd_verbatim():
         "charts/dra-hami/crds/gpuquota.yaml differs from crds/gpuquota.yaml: "
         "cp crds/gpuquota.yaml charts/dra-hami/crds/"
     )
+
+
+def test_claim_directories_are_bounded_tmpfs_mounts_that_reach_the_host(helm):
+    ds = find(render(helm), "DaemonSet", "-kubelet-plugin")
+    plugin, exporter = container(ds, "kubelet-plugin"), container(ds, "exporter")
+    assert "--claim-dir-storage=tmpfs" in plugin["args"] and "--claim-dir-size=8Mi" in plugin["args"]
+    vgpu = {c["name"]: next(m for m in c["volumeMounts"] if m["name"] == "vgpu-dir") for c in (plugin, exporter)}
+    assert vgpu["kubelet-plugin"]["mountPropagation"] == "Bidirectional"  # the runtime must see each claim's tmpfs
+    assert vgpu["exporter"]["mountPropagation"] == "HostToContainer"  # and so must the exporter
+    sized = find(render(helm, {"kubeletPlugin.claimDirs.size": "1Mi"}), "DaemonSet", "-kubelet-plugin")
+    assert "--claim-dir-size=1Mi" in container(sized, "kubelet-plugin")["args"]
