@@ -138,7 +138,7 @@ def main() -> None:
     "--claim-dir-storage",
     type=click.Choice(["tmpfs", "directory"]),
     default="tmpfs",
-    envvar="CLAIM_DIR_STORAGE",
+    envvar="DRA_HAMI_CLAIM_DIR_STORAGE",
     show_default=True,
     help="Per-claim directories: 'tmpfs' mounts one nosuid,nodev,noexec tmpfs of --claim-dir-size per claim "
     "(needs CAP_SYS_ADMIN and mounts that reach the host); 'directory' makes plain directories on the host "
@@ -148,7 +148,7 @@ def main() -> None:
     "--claim-dir-size",
     type=_Quantity(),
     default="8Mi",
-    envvar="CLAIM_DIR_SIZE",
+    envvar="DRA_HAMI_CLAIM_DIR_SIZE",
     show_default=True,
     help="Size of each claim's tmpfs (the shared region is about 200Ki).",
 )
