@@ -50,3 +50,30 @@ def test_values_and_schema_name_the_same_keys():
                 walk(props[key], value[key], f"{path}/{key}")
 
     walk(schema, values, "")
+
+
+def _webhook_cluster_role_rules() -> list[dict[str, Any]]:
+    """The webhook ClusterRole's rules as written in templates/rbac.yaml (plain YAML inside the template)."""
+    text = (CHART / "templates" / "rbac.yaml").read_text()
+    start = text.index("kind: ClusterRole\nmetadata:\n  name: {{ $webhook }}")
+    block = text[start : text.index("\n---", start)]
+    rules = yaml.safe_load(block[block.index("rules:") :])["rules"]
+    assert rules, "no rules found for the webhook's ClusterRole"
+    return rules
+
+
+def test_the_migration_guide_lists_the_webhooks_permissions_as_granted():
+    doc = (REPO_ROOT / "docs" / "migrating-from-hami.md").read_text()
+    section = doc[doc.index("## The webhook's permissions") :]
+    section = section[: section.index("\n## ", 3)]
+    documented: set[tuple[str, str]] = set()
+    for line in section.splitlines():
+        if not line.startswith("* "):
+            continue
+        words = line[2:].split(" (")[0].replace(",", " ").split()
+        resource = words[-1]
+        documented |= {(verb, resource) for verb in words[:-1] if verb != "and"}
+    granted = {
+        (verb, res) for rule in _webhook_cluster_role_rules() for res in rule["resources"] for verb in rule["verbs"]
+    }
+    assert documented == granted, f"doc only: {documented - granted}; chart only: {granted - documented}"
