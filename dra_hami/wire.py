@@ -33,9 +33,11 @@ ENV_MEMORY_LIMIT_INDEXED = "CUDA_DEVICE_MEMORY_LIMIT_{index}"  # value "<MiB>m"
 ENV_SM_LIMIT_INDEXED = "CUDA_DEVICE_SM_LIMIT_{index}"  # value "<cores>"
 ENV_SHARED_CACHE = "CUDA_DEVICE_MEMORY_SHARED_CACHE"
 ENV_DEVICE_ORDER = "CUDA_DEVICE_ORDER"
-# One variable per allocated share: "<gpu uuid>,<memory bytes>,<cores>". libvgpu sums the entries of one
-# UUID and prefers these over the indexed variables, so a limit can never follow the wrong device.
-# The suffix is "<first 8 hex digits of the claim UID>_<share index>" so two claims never collide.
+# One variable per GPU of a claim: "<gpu uuid>,<memory bytes>,<cores>", the claim's total on that GPU.
+# libvgpu prefers these over the indexed variables, so a limit can never follow the wrong device, and takes
+# the LOWEST of several entries of one UUID (never their sum: an entry a process adds cannot raise it).
+# The suffix is "<first 8 hex digits of the claim UID>_<GPU index in the claim>" so two claims never
+# collide. (Specs of older plugins have one entry per share, suffix "_<share index>", to be summed.)
 ENV_DEVICE_LIMIT_PREFIX = "VGPU_DEVICE_LIMIT_"
 ENV_CORE_POLICY = "GPU_CORE_UTILIZATION_POLICY"
 ENV_TASK_PRIORITY = "CUDA_TASK_PRIORITY"
@@ -94,9 +96,9 @@ def cdi_device_name(claim_uid: str, device: str, share_id: str | None) -> str:
     return f"{claim_uid}-{device}-{share_id}" if share_id else f"{claim_uid}-{device}"
 
 
-def device_limit_env(claim_uid: str, share_index: int, gpu_uuid: str, memory: int, cores: int) -> str:
-    """One ``VGPU_DEVICE_LIMIT_*`` entry (``KEY=uuid,bytes,cores``) of a claim's share."""
-    suffix = f"{claim_uid.replace('-', '')[:8]}_{share_index}"
+def device_limit_env(claim_uid: str, gpu_index: int, gpu_uuid: str, memory: int, cores: int) -> str:
+    """The ``VGPU_DEVICE_LIMIT_*`` entry (``KEY=uuid,bytes,cores``) of a claim's GPU."""
+    suffix = f"{claim_uid.replace('-', '')[:8]}_{gpu_index}"
     return f"{ENV_DEVICE_LIMIT_PREFIX}{suffix}={gpu_uuid},{memory},{cores}"
 
 

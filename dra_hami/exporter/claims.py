@@ -34,13 +34,17 @@ class PreparedClaim:
 
 
 def claim_limits(spec: dict | None) -> dict[str, tuple[int, int]]:
-    """(bytes, cores) per GPU UUID from the spec's VGPU_DEVICE_LIMIT_* entries, summed like libvgpu does."""
-    limits: dict[str, tuple[int, int]] = {}
+    """(bytes, cores) per GPU UUID from the spec's VGPU_DEVICE_LIMIT_* entries. One entry (one name) is
+    counted once although every share device of its GPU carries it; distinct entries of one GPU (one per
+    share, in specs of older plugins) are summed."""
+    entries: dict[str, str] = {}
     for device in (spec or {}).get("devices") or []:
         for entry in ((device.get("containerEdits") or {}).get("env")) or []:
-            parsed = wire.parse_device_limit(entry)
-            if parsed is None:
-                continue
+            entries.setdefault(entry.partition("=")[0], entry)
+    limits: dict[str, tuple[int, int]] = {}
+    for entry in entries.values():
+        parsed = wire.parse_device_limit(entry)
+        if parsed is not None:
             uuid, memory, cores = parsed
             have = limits.get(uuid, (0, 0))
             limits[uuid] = (have[0] + memory, have[1] + cores)

@@ -73,17 +73,16 @@ def build_spec(
     gpus = sorted({s.device for s in claim.shares}, key=lambda name: devices[name].pci_bus_id)
     index_of = {name: i for i, name in enumerate(gpus)}
     per_gpu_env = {
-        name: _indexed_limits(index_of[name], [s for s in claim.shares if s.device == name]) for name in gpus
+        name: _gpu_limits(claim.uid, index_of[name], devices[name].uuid, [s for s in claim.shares if s.device == name])
+        for name in gpus
     }
     shares = sorted(claim.shares, key=lambda s: (index_of[s.device], s.request, s.share_id or ""))
 
     spec_devices, prepared, used_names = [], [], set()
-    for n, share in enumerate(shares):
+    for share in shares:
         gpu = devices[share.device]
         name = _unique(wire.cdi_device_name(claim.uid, share.device, share.share_id), used_names)
         env = [f"{wire.ENV_DEVICE_ORDER}=PCI_BUS_ID", *per_gpu_env[share.device]]
-        if share.memory is not None:
-            env.append(wire.device_limit_env(claim.uid, n, gpu.uuid, share.memory, share.cores))
         config = claim.configs.get(share.request)
         if config is not None:
             env += config.env()
@@ -124,15 +123,18 @@ def claim_identity(spec: dict[str, Any]) -> tuple[str, str]:
     return "", ""
 
 
-def _indexed_limits(index: int, shares: list[Share]) -> list[str]:
-    """HAMi-core's per-index variables for one GPU, summed over the claim's shares of it."""
+def _gpu_limits(claim_uid: str, index: int, uuid: str, shares: list[Share]) -> list[str]:
+    """The claim's limits on one GPU, summed over its shares of it: HAMi-core's per-index variables and
+    ONE ``VGPU_DEVICE_LIMIT_*`` entry (libvgpu takes the lowest of several entries of a GPU, never their
+    sum, so every share device of the GPU carries this same entry)."""
     if any(s.memory is None for s in shares):
         return []  # admin access: the whole device, unlimited
-    memory_mib = sum(s.memory or 0 for s in shares) // wire.MEMORY_STEP
+    memory = sum(s.memory or 0 for s in shares)
     cores = min(wire.CORES_TOTAL, sum(s.cores for s in shares))
     return [
-        wire.ENV_MEMORY_LIMIT_INDEXED.format(index=index) + f"={memory_mib}m",
+        wire.ENV_MEMORY_LIMIT_INDEXED.format(index=index) + f"={memory // wire.MEMORY_STEP}m",
         wire.ENV_SM_LIMIT_INDEXED.format(index=index) + f"={cores}",
+        wire.device_limit_env(claim_uid, index, uuid, memory, cores),
     ]
 
 

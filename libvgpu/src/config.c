@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "claim_env.h"
+#include "limits_file.h"
 #include "log.h"
 #include "size.h"
 
@@ -12,12 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/auxv.h>
 
 extern char **environ;
 
 struct vgpu_config vgpu_config_g;
 atomic_bool vgpu_config_ready;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static struct vgpu_config g_ceiling; /* the limits files' configuration */
 
 /* The variables we read, found in ONE pass over the environment (the first entry of a name wins,
  * as with getenv): the parse runs in every process that touches CUDA, and a lookup per name
@@ -38,14 +41,18 @@ enum {
 
 static const char *const g_names[E_NAMED] = {
     [E_LOG_LEVEL] = "LIBCUDA_LOG_LEVEL",
+#ifdef VGPU_TEST_HOOKS
+    /* A kill switch and a deliberate hang exist only in test builds: in the shipped library
+     * these names are not even compiled in (tests/libvgpu/test_symbols.py checks). */
     [E_DISABLE] = "CUDA_DISABLE_CONTROL",
+    [E_STALL] = "VGPU_TEST_STALL_IN_LOCK",
+#endif
     [E_POLICY] = "GPU_CORE_UTILIZATION_POLICY",
     [E_OOM] = "VGPU_OOM_POLICY",
     [E_PRIORITY] = "CUDA_TASK_PRIORITY",
     [E_CACHE] = "CUDA_DEVICE_MEMORY_SHARED_CACHE",
     [E_MEM] = "CUDA_DEVICE_MEMORY_LIMIT",
     [E_SM] = "CUDA_DEVICE_SM_LIMIT",
-    [E_STALL] = "VGPU_TEST_STALL_IN_LOCK",
     [E_CLAIMS_DIR] = VGPU_CLAIMS_DIR_ENV,
 };
 
@@ -93,6 +100,8 @@ static void env_scan(char *const *envp, struct env_view *v)
             strncmp(s, sm, sizeof sm - 1) == 0)
             v->claim_vars = true;
         for (int k = 0; k < E_NAMED; k++) {
+            if (g_names[k] == NULL)
+                continue;
             size_t kn = strlen(g_names[k]);
             if (kn == n && memcmp(s, g_names[k], n) == 0) {
                 if (v->named[k] == NULL)
@@ -143,11 +152,13 @@ static unsigned parse_sm(const char *name, const char *val)
     return v == 100 ? 0 : v;
 }
 
+#ifdef VGPU_TEST_HOOKS
 static bool env_true(const char *v)
 {
     return v != NULL && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
                          strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0);
 }
+#endif
 
 /* src[0, len) without surrounding blanks/tabs, as *out and *out_len (not terminated). */
 static void trim_span(const char *src, size_t len, const char **out, size_t *out_len)
@@ -262,6 +273,7 @@ static void parse_view(struct vgpu_config *cfg, char *const *envp, const struct 
     const char *v = ev->named[E_LOG_LEVEL];
     if (v != NULL && *v != '\0') {
         uint64_t lv;
+        cfg->log_set = true;
         if (vgpu_parse_uint(v, &lv))
             cfg->log_level = lv > VGPU_LOG_DEBUG ? VGPU_LOG_DEBUG : (int)lv;
         else
@@ -269,11 +281,16 @@ static void parse_view(struct vgpu_config *cfg, char *const *envp, const struct 
     }
     vgpu_log_set_level(cfg->log_level);
 
+#ifdef VGPU_TEST_HOOKS
     cfg->disabled = env_true(ev->named[E_DISABLE]);
+    cfg->test_stall_in_lock = env_true(ev->named[E_STALL]);
+#endif
     cfg->policy = parse_policy(ev->named[E_POLICY]);
+    cfg->policy_set = ev->named[E_POLICY] != NULL && *ev->named[E_POLICY] != '\0';
 
     v = ev->named[E_OOM];
     if (v != NULL && *v != '\0') {
+        cfg->oom_set = true;
         if (strcasecmp(v, "kill") == 0)
             cfg->oom_policy = VGPU_OOM_KILL;
         else if (strcasecmp(v, "error") != 0)
@@ -283,6 +300,7 @@ static void parse_view(struct vgpu_config *cfg, char *const *envp, const struct 
     v = ev->named[E_PRIORITY];
     if (v != NULL && *v != '\0') {
         uint64_t p;
+        cfg->priority_set = true;
         if (vgpu_parse_uint(v, &p) && p <= 1)
             cfg->priority = (int)p;
         else
@@ -330,8 +348,6 @@ static void parse_view(struct vgpu_config *cfg, char *const *envp, const struct 
         cfg->uuid_mode = true;
         parse_uuid_entry(cfg, name, eq + 1);
     }
-
-    cfg->test_stall_in_lock = env_true(ev->named[E_STALL]);
 }
 
 void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
@@ -341,25 +357,72 @@ void vgpu_config_parse(struct vgpu_config *cfg, char *const *envp)
     parse_view(cfg, envp, &ev);
 }
 
-static void config_once(void)
+static int policy_rank(int policy)
+{
+    return policy == VGPU_POLICY_FORCE ? 2 : policy == VGPU_POLICY_DEFAULT ? 1 : 0;
+}
+
+void vgpu_config_apply_ceiling(struct vgpu_config *cfg, const struct vgpu_config *ceil)
+{
+    cfg->ceiling = ceil;
+    cfg->shared_cache = ceil->shared_cache; /* a path the process chose is never used */
+    if (!cfg->policy_set || policy_rank(ceil->policy) > policy_rank(cfg->policy))
+        cfg->policy = ceil->policy;
+    if (!cfg->priority_set || ceil->priority > cfg->priority)
+        cfg->priority = ceil->priority; /* 1 = low: a process may lower its priority only */
+    if (!cfg->oom_set)
+        cfg->oom_policy = ceil->oom_policy;
+    if (!cfg->log_set)
+        cfg->log_level = ceil->log_level;
+    vgpu_log_set_level(cfg->log_level);
+}
+
+void vgpu_config_load(struct vgpu_config *cfg, struct vgpu_config *ceiling, char *const *envp, bool secure,
+                      const char *limits_dir)
 {
     struct env_view ev;
-    env_scan(environ, &ev);
+    env_scan(envp, &ev);
     bool failed = false;
-    const char *claims_dir = ev.named[E_CLAIMS_DIR];
-    if (claims_dir == NULL || *claims_dir == '\0')
-        claims_dir = VGPU_CLAIMS_DIR_DEFAULT;
-    char *const *env = ev.claim_vars ? environ : vgpu_claim_env(environ, claims_dir, &failed);
-    if (env == environ) {
-        parse_view(&vgpu_config_g, environ, &ev); /* an ordinary process: one pass over its environment */
+    char *const *limits = vgpu_limits_read(limits_dir, &failed);
+    if (limits != NULL || failed) {
+        static char *const none[] = {NULL};
+        vgpu_config_parse(ceiling, limits != NULL ? limits : none);
+        if (failed)
+            ceiling->uuid_mode = true; /* a claim's limits are unknown: every GPU gets 0 */
+        parse_view(cfg, envp, &ev);
+        vgpu_config_apply_ceiling(cfg, ceiling);
     } else {
-        vgpu_config_parse(&vgpu_config_g, env);
-        vgpu_info("no claim variables in the environment: using the claim files in %s", claims_dir);
+        /* No limits file (not in a container of ours, or a claim prepared by an older plugin):
+         * the environment, or for a process without the claim variables the claim's vgpu.env. */
+        const char *claims_dir = secure ? NULL : ev.named[E_CLAIMS_DIR];
+        if (claims_dir == NULL || *claims_dir == '\0')
+            claims_dir = VGPU_CLAIMS_DIR_DEFAULT;
+        char *const *env = ev.claim_vars ? envp : vgpu_claim_env(envp, claims_dir, &failed);
+        if (env == envp) {
+            parse_view(cfg, envp, &ev); /* an ordinary process: one pass over its environment */
+        } else {
+            vgpu_config_parse(cfg, env);
+            vgpu_info("no claim variables in the environment: using the claim files in %s", claims_dir);
+        }
+        if (failed) {
+            /* a claim's limits are unknown: no GPU is left unlimited (UUID mode gives unlisted GPUs 0) */
+            cfg->uuid_mode = true;
+        }
+        if (secure && cfg->shared_cache != NULL) {
+            vgpu_warn("secure-execution process (setuid/setgid/capabilities): the region path %s comes "
+                      "from its environment and is not opened; limits apply to this process only",
+                      cfg->shared_cache);
+            cfg->shared_cache = NULL;
+        }
     }
-    if (failed) {
-        /* a claim's limits are unknown: no GPU is left unlimited (UUID mode gives unlisted GPUs 0) */
-        vgpu_config_g.uuid_mode = true;
-    }
+    cfg->secure = secure;
+}
+
+static void config_once(void)
+{
+    /* setuid/setgid/file-capability processes run with an environment someone else chose: no
+     * path from it is opened (neither VGPU_CLAIMS_DIR nor the region path). */
+    vgpu_config_load(&vgpu_config_g, &g_ceiling, environ, getauxval(AT_SECURE) != 0, VGPU_LIMITS_DIR);
     atomic_store_explicit(&vgpu_config_ready, true, memory_order_release);
 }
 
@@ -383,36 +446,51 @@ bool vgpu_uuid_equal(const char *a, const char *b)
     return strcasecmp(strip_gpu_prefix(a), strip_gpu_prefix(b)) == 0;
 }
 
-struct vgpu_mem_limit vgpu_config_device_limit(const struct vgpu_config *cfg, int ordinal,
-                                               const char *uuid, unsigned *cores)
+/* The lower of two memory limits (unset = unlimited). */
+static struct vgpu_mem_limit mem_min(struct vgpu_mem_limit a, struct vgpu_mem_limit b)
+{
+    if (!a.set)
+        return b;
+    if (!b.set || a.bytes <= b.bytes)
+        return a;
+    return b;
+}
+
+/* The lower of two compute caps (0 = no cap; 100 reads as no cap). */
+static unsigned cap_min(unsigned a, unsigned b)
+{
+    if (a == 0 || a >= 100)
+        return b >= 100 ? 0 : b;
+    if (b == 0 || b >= 100)
+        return a;
+    return a < b ? a : b;
+}
+
+/* One source's limits for a device. */
+static struct vgpu_mem_limit own_limit(const struct vgpu_config *cfg, int ordinal, const char *uuid,
+                                       unsigned *cores)
 {
     struct vgpu_mem_limit lim = {false, 0};
     unsigned c = 0;
     if (cfg->uuid_mode) {
         bool found = false, bad = false;
-        uint64_t sum = 0;
         for (size_t i = 0; i < cfg->n_uuid; i++) {
             if (!vgpu_uuid_equal(cfg->uuid[i].uuid, uuid))
                 continue;
+            /* several entries of one GPU: the lowest of them, never their sum (an added entry,
+             * even one of UINT64_MAX bytes, cannot lift the limit or the compute cap) */
             found = true;
             bad = bad || cfg->uuid[i].bad_memory;
-            uint64_t b = cfg->uuid[i].bytes;
-            sum = (UINT64_MAX - sum < b) ? UINT64_MAX : sum + b;
-            c += cfg->uuid[i].cores;
+            struct vgpu_mem_limit e = {cfg->uuid[i].bytes != 0, cfg->uuid[i].bytes};
+            lim = mem_min(lim, e);
+            c = cap_min(c, cfg->uuid[i].cores);
         }
         if (!found || bad) {
             /* A GPU the claim does not list (or lists with a broken value) gets nothing. */
             lim.set = true;
             lim.bytes = 0;
             c = 0;
-        } else {
-            lim.set = sum != 0;
-            lim.bytes = sum;
         }
-        if (c > 100)
-            c = 100;
-        if (c == 100)
-            c = 0;
     } else {
         if (ordinal >= 0 && ordinal < VGPU_MAX_DEVICES && cfg->mem_index_present[ordinal])
             lim = cfg->mem_index[ordinal];
@@ -423,7 +501,50 @@ struct vgpu_mem_limit vgpu_config_device_limit(const struct vgpu_config *cfg, in
         else
             c = cfg->sm_global;
     }
+    *cores = cap_min(c, 0);
+    return lim;
+}
+
+struct vgpu_mem_limit vgpu_config_device_limit(const struct vgpu_config *cfg, int ordinal,
+                                               const char *uuid, unsigned *cores)
+{
+    unsigned c;
+    struct vgpu_mem_limit lim = own_limit(cfg, ordinal, uuid, &c);
+    if (cfg->ceiling != NULL) {
+        unsigned cc;
+        lim = mem_min(lim, own_limit(cfg->ceiling, ordinal, uuid, &cc));
+        c = cap_min(c, cc);
+    }
     if (cores != NULL)
         *cores = c;
     return lim;
+}
+
+bool vgpu_config_uuid_mode(const struct vgpu_config *cfg)
+{
+    return cfg->uuid_mode || (cfg->ceiling != NULL && cfg->ceiling->uuid_mode);
+}
+
+static bool cap_in_range(unsigned c)
+{
+    return c > 0 && c < 100;
+}
+
+static bool own_any_cap(const struct vgpu_config *cfg)
+{
+    bool any = false;
+    if (cfg->uuid_mode) {
+        for (size_t i = 0; i < cfg->n_uuid; i++)
+            any = any || cap_in_range(cfg->uuid[i].cores);
+    } else {
+        any = cap_in_range(cfg->sm_global);
+        for (int i = 0; i < VGPU_MAX_DEVICES; i++)
+            any = any || (cfg->sm_index_present[i] && cap_in_range(cfg->sm_index[i]));
+    }
+    return any;
+}
+
+bool vgpu_config_any_cap(const struct vgpu_config *cfg)
+{
+    return own_any_cap(cfg) || (cfg->ceiling != NULL && own_any_cap(cfg->ceiling));
 }

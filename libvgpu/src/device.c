@@ -62,9 +62,9 @@ const struct vgpu_device *vgpu_device_get_slow(CUdevice dev)
         if (!have_uuid)
             snprintf(d->uuid, sizeof d->uuid, "ORDINAL-%d", dev);
         d->lim = vgpu_config_device_limit(cfg, dev, have_uuid ? d->uuid : NULL, &d->sm);
-        if (cfg->uuid_mode && !have_uuid)
+        if (vgpu_config_uuid_mode(cfg) && !have_uuid)
             vgpu_error("cannot read the UUID of CUDA device %d; its memory limit is 0", dev);
-        else if (cfg->uuid_mode && d->lim.set && d->lim.bytes == 0)
+        else if (vgpu_config_uuid_mode(cfg) && d->lim.set && d->lim.bytes == 0)
             vgpu_warn("CUDA device %d (%s) is not in this claim's VGPU_DEVICE_LIMIT_* list (or "
                       "its entry is invalid); its memory limit is 0",
                       dev, d->uuid);

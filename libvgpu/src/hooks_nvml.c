@@ -19,7 +19,7 @@ static bool slice_of(nvmlDevice_t device, uint64_t *limit, uint64_t *used)
     if (vgpu_nvml.nvmlDeviceGetUUID(device, uuid, sizeof uuid) != NVML_SUCCESS)
         return false;
     struct vgpu_mem_limit lim;
-    if (cfg->uuid_mode) {
+    if (vgpu_config_uuid_mode(cfg)) {
         lim = vgpu_config_device_limit(cfg, -1, uuid, NULL);
     } else {
         /* indexed variables name CUDA ordinals: find this GPU's ordinal by UUID */

@@ -161,16 +161,8 @@ int vgpu_limiter_init_state(void)
 {
     const struct vgpu_config *cfg = vgpu_config_get();
     bool any = false;
-    if (!cfg->disabled && cfg->policy != VGPU_POLICY_DISABLE) {
-        if (cfg->uuid_mode) {
-            for (size_t i = 0; i < cfg->n_uuid; i++)
-                any = any || cap_in_range(cfg->uuid[i].cores);
-        } else {
-            any = cap_in_range(cfg->sm_global);
-            for (int i = 0; i < VGPU_MAX_DEVICES; i++)
-                any = any || (cfg->sm_index_present[i] && cap_in_range(cfg->sm_index[i]));
-        }
-    }
+    if (!cfg->disabled && cfg->policy != VGPU_POLICY_DISABLE)
+        any = vgpu_config_any_cap(cfg);
     if (atomic_load(&g_window_ns) == 0) {
         const char *w = getenv("VGPU_LIMITER_WINDOW_MS");
         long ms = w != NULL ? strtol(w, NULL, 10) : 500;

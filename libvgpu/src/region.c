@@ -308,11 +308,22 @@ static struct vgpu_region *attach_private(void)
 static struct vgpu_region *attach_file(const char *path)
 {
     const size_t size = sizeof(struct vgpu_region);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    /* The file lives in the claim's directory, which the claim's processes can write: a symlink
+     * or a FIFO put there in its place is neither followed nor waited on, and nothing but a
+     * regular file is truncated or chmodded. */
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
     if (fd < 0) {
         vgpu_error("cannot open shared region %s: %s; limits apply to this process only", path,
                    strerror(errno));
         return NULL;
+    }
+    {
+        struct stat st;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+            vgpu_error("shared region %s is not a regular file; limits apply to this process only", path);
+            close(fd);
+            return NULL;
+        }
     }
     /* Common case, an initialized region of this layout: checked without any lock (a header
      * read with pread cannot fault).  A region of this version is never rebuilt (only one whose
@@ -432,50 +443,18 @@ struct vgpu_region *vgpu_region_get(void)
 
 /* ---- liveness ---------------------------------------------------------------------------- */
 
-static uint64_t read_start_time(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return 0;
-    /* fields after the command: state is field 3, starttime is field 22 */
-    int field = 2;
-    for (; *p != '\0'; p++) {
-        if (*p == ' ') {
-            field++;
-            if (field == 22)
-                return strtoull(p + 1, NULL, 10);
-        }
-    }
-    return 0;
-}
-
 static bool slot_dead(struct vgpu_region *r, int i)
 {
     if (i == g_slot_idx)
         return false;
     if (g_private)
         return true;
-    int locked = range_locked_by_other(g_fd, slot_offset(i), 1);
-    if (locked >= 0)
-        return locked == 0;
-    /* Fallback when the lock query fails: PID plus start time (PID reuse). */
-    pid_t pid = r->proc[i].pid;
-    if (pid <= 0)
-        return true;
-    if (kill(pid, 0) < 0 && errno == ESRCH)
-        return true;
-    uint64_t st = read_start_time(pid);
-    return st != 0 && r->proc[i].start_time != 0 && st != r->proc[i].start_time;
+    /* Only an unlocked liveness byte proves a slot dead.  When the lock query fails the slot is
+     * alive: kill(pid, 0) asks the caller's PID namespace (a sibling container's process is not
+     * there) and start times were never recorded, so neither proves anything, and reclaiming a
+     * live sibling's memory would let the claim exceed its limit. */
+    (void)r;
+    return range_locked_by_other(g_fd, slot_offset(i), 1) == 0;
 }
 
 /* Subtracts slot i's usage from the device totals and frees it.  Slots lock held. */
@@ -716,6 +695,8 @@ void vgpu_region_publish_limit(int didx, bool has_limit, uint64_t limit, unsigne
 
 /* ---- charge / uncharge ------------------------------------------------------------------- */
 
+/* Reached only when cfg->test_stall_in_lock is set: by VGPU_TEST_STALL_IN_LOCK in a test build,
+ * or directly by the C unit tests; the shipped library never sets it. */
 static void test_stall(void)
 {
     static const char msg[] = "[libvgpu] TEST: stalling while holding the device lock\n";

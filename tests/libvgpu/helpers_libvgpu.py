@@ -74,8 +74,10 @@ def sanitizer_runtime(variant: str) -> str | None:
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
 
-def compile_c(out: Path, sources: list[Path], inc: Path, variant: str, shared: bool = False) -> Path:
-    cmd = ["gcc", *CFLAGS, *SANITIZE[variant], f"-I{SRC}", f"-I{inc}"]
+def compile_c(
+    out: Path, sources: list[Path], inc: Path, variant: str, shared: bool = False, defines: tuple[str, ...] = ()
+) -> Path:
+    cmd = ["gcc", *CFLAGS, *SANITIZE[variant], *(f"-D{d}" for d in defines), f"-I{SRC}", f"-I{inc}"]
     if shared:
         cmd += ["-shared", "-fPIC", "-fvisibility=hidden", f"-Wl,--version-script={SRC / 'exports.map'}"]
     cmd += ["-o", str(out), *map(str, sources), "-ldl", "-lpthread"]
@@ -95,11 +97,15 @@ class Build:
     libs: dict[str, Path] = field(default_factory=dict)
     probe: Path | None = None
 
-    def lib(self, variant: str) -> Path:
-        if variant not in self.libs:
+    def lib(self, variant: str, hooks: bool = False) -> Path:
+        """libvgpu.so; HOOKS: the test build (VGPU_TEST_HOOKS: CUDA_DISABLE_CONTROL and
+        VGPU_TEST_STALL_IN_LOCK are honoured), which is never shipped."""
+        key = f"{variant}-hooks" if hooks else variant
+        if key not in self.libs:
             srcs = sorted(SRC.glob("*.c"))
-            self.libs[variant] = compile_c(self.root / f"libvgpu-{variant}.so", srcs, self.inc, variant, shared=True)
-        return self.libs[variant]
+            defines = ("VGPU_TEST_HOOKS",) if hooks else ()
+            self.libs[key] = compile_c(self.root / f"libvgpu-{key}.so", srcs, self.inc, variant, True, defines)
+        return self.libs[key]
 
     def probe_bin(self) -> Path:
         if self.probe is None:
@@ -146,11 +152,12 @@ class Result:
 class Probe:
     """Runs vgpu_probe with libvgpu preloaded against the fake driver."""
 
-    def __init__(self, build: Build, variant: str, tmp_path: Path):
+    def __init__(self, build: Build, variant: str, tmp_path: Path, hooks: bool = False):
         if build.fake is None:
             pytest.skip("fake driver not built (make -C libvgpu: build/fake/libcuda.so.1)")
         self.build = build
         self.variant = variant
+        self.hooks = hooks
         self.cache = tmp_path / "vgpu.cache"
         self.base_env = {
             "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(self.cache),
@@ -165,7 +172,7 @@ class Probe:
         env.update(self.base_env)
         env["LD_LIBRARY_PATH"] = str(self.build.fake)
         if preload:
-            pre = [str(self.build.lib(self.variant))]
+            pre = [str(self.build.lib(self.variant, self.hooks))]
             rt = sanitizer_runtime(self.variant)
             if rt:
                 pre.insert(0, rt)
@@ -238,6 +245,12 @@ def probe(vgpu_build, variant, tmp_path) -> Probe:
 @pytest.fixture
 def probe_plain(vgpu_build, tmp_path) -> Probe:
     return Probe(vgpu_build, "plain", tmp_path)
+
+
+@pytest.fixture
+def probe_hooks(vgpu_build, variant, tmp_path) -> Probe:
+    """A probe running the test build of libvgpu (VGPU_TEST_HOOKS)."""
+    return Probe(vgpu_build, variant, tmp_path, hooks=True)
 
 
 def uuid_of(p: Probe, dev: int) -> str:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers_libvgpu import GI, MI, probe, uuid_of, variant, vgpu_build  # noqa: F401
+from helpers_libvgpu import GI, MI, probe, probe_hooks, uuid_of, variant, vgpu_build  # noqa: F401
 
 LIMIT = {"CUDA_DEVICE_MEMORY_LIMIT": "1g"}
 
@@ -145,13 +145,13 @@ def test_uuid_list_wins_over_indexed_vars(probe):
     env = {
         "CUDA_DEVICE_MEMORY_LIMIT_0": "1g",
         "CUDA_DEVICE_MEMORY_LIMIT_1": "1g",
-        # device 1 gets two shares that add up; device 0 gets 64 MiB
+        # device 1 has two entries: the lower holds (never their sum); device 0 gets 64 MiB
         "VGPU_DEVICE_LIMIT_a_0": f"{u1},{128 * MI},10",
         "VGPU_DEVICE_LIMIT_b_0": f"{u1.lower()},{64 * MI},20",
         "VGPU_DEVICE_LIMIT_c_0": f"{u0},{64 * MI},0",
     }
     r = probe.run(["init", "ctx", "1", "meminfo", "ctx", "0", "meminfo"], env)
-    assert [int(x["total"]) for x in r.lines("meminfo")] == [192 * MI, 64 * MI]
+    assert [int(x["total"]) for x in r.lines("meminfo")] == [64 * MI, 64 * MI]
 
 
 def test_uuid_not_in_list_gets_nothing(probe):
@@ -167,8 +167,15 @@ def test_oom_policy_kill(probe):
     assert "VGPU_OOM_POLICY=kill" in r.stderr
 
 
-def test_disable_control_passes_through(probe):
+def test_disable_control_is_ignored_by_the_shipped_library(probe):
+    """Issue 18, seen: CUDA_DISABLE_CONTROL=1 turned every limit off. The shipped build ignores it."""
     r = probe.run(["init", "ctx", "0", "alloc", "2g", "meminfo"], {**LIMIT, "CUDA_DISABLE_CONTROL": "true"})
+    assert r.one("alloc")["rc"] == "2"  # CUDA_ERROR_OUT_OF_MEMORY: the 1g limit holds
+    assert int(r.one("meminfo")["total"]) == GI
+
+
+def test_disable_control_passes_through_in_the_test_build(probe_hooks):
+    r = probe_hooks.run(["init", "ctx", "0", "alloc", "2g", "meminfo"], {**LIMIT, "CUDA_DISABLE_CONTROL": "true"})
     assert r.one("alloc")["rc"] == "0"
     assert int(r.one("meminfo")["total"]) > GI
 

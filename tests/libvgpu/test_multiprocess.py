@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import time
 
-from helpers_libvgpu import GI, MI, probe, variant, vgpu_build, wait_for_line  # noqa: F401
+from helpers_libvgpu import GI, MI, probe, probe_hooks, variant, vgpu_build, wait_for_line  # noqa: F401
 
 LIMIT = {"CUDA_DEVICE_MEMORY_LIMIT": "1g"}
 
@@ -45,8 +45,8 @@ def test_kill9_holder_memory_is_reclaimed(probe):
     assert r.one("alloc")["rc"] == "0"
 
 
-def test_kill9_inside_region_lock_does_not_wedge(probe):
-    stuck = probe.start(["init", "ctx", "0", "alloc", "100m"], {**LIMIT, "VGPU_TEST_STALL_IN_LOCK": "1"})
+def test_kill9_inside_region_lock_does_not_wedge(probe, probe_hooks):
+    stuck = probe_hooks.start(["init", "ctx", "0", "alloc", "100m"], {**LIMIT, "VGPU_TEST_STALL_IN_LOCK": "1"})
     try:
         wait_for_line(stuck.stderr, "stalling while holding the device lock")
     finally:

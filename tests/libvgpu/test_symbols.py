@@ -105,6 +105,20 @@ def test_exports_only_driver_names_and_dlsym(vgpu_build):
     assert names and not bad, bad
 
 
+TEST_ONLY_NAMES = (b"CUDA_DISABLE_CONTROL", b"VGPU_TEST_STALL_IN_LOCK")
+
+
+def test_shipped_library_has_no_kill_switch(vgpu_build, libvgpu_build):
+    """Issue 18: CUDA_DISABLE_CONTROL=1 turned every limit off. The names of the test hooks are not
+    even in the shipped library (make's release build, and this suite's production build); only
+    the test build (-DVGPU_TEST_HOOKS) has them."""
+    shipped = [vgpu_build.lib("plain")] + ([libvgpu_build.libvgpu] if libvgpu_build.libvgpu else [])
+    for lib in shipped:
+        data = lib.read_bytes()
+        assert not [n for n in TEST_ONLY_NAMES if n in data], lib
+    assert all(n in vgpu_build.lib("plain", hooks=True).read_bytes() for n in TEST_ONLY_NAMES)
+
+
 def test_needs_no_glibc_private_symbols(vgpu_build):
     """HAMi-core #174: importing _dl_sym@GLIBC_PRIVATE broke loading on glibc >= 2.34; the real dlsym
     must be found through public interfaces only."""

@@ -1,6 +1,7 @@
 # ruff: noqa: F811  (pytest fixtures imported from helpers_libvgpu are used as parameters)
 """Builds and runs the C unit tests of libvgpu/tests/unit (parser, config, allocation table,
-shared region incl. multi-process races and kill -9) in the plain, ASan and UBSan variants."""
+shared region incl. multi-process races and kill -9, liveness when the lock query fails) in the
+plain, ASan and UBSan variants."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from helpers_libvgpu import SRC, UNIT, compile_c, variant, vgpu_build  # noqa: F401
 
 
-@pytest.mark.parametrize("name", ["size", "config", "alloc", "region"])
+@pytest.mark.parametrize("name", ["size", "config", "alloc", "region", "liveness"])
 def test_unit(vgpu_build, variant, name):
     exe = vgpu_build.root / f"test_{name}-{variant}"
     if not exe.exists():

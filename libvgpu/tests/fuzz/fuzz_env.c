@@ -13,7 +13,7 @@
  * The same bytes are also read as a claim file (claim_env.c: vgpu_claim_env_lines), whose lines
  * must all be NAME=VALUE with a non-empty name, and parsed again.
  *
- * fuzz-sources: config.c claim_env.c size.c log.c
+ * fuzz-sources: config.c claim_env.c limits_file.c size.c log.c
  */
 #include "claim_env.h"
 #include "config.h"
@@ -75,6 +75,18 @@ static void check_limit(const struct vgpu_config *cfg, int ordinal, const char *
             listed = listed || vgpu_uuid_equal(cfg->uuid[i].uuid, uuid);
         if (!listed) /* a GPU the claim does not list gets nothing */
             REQUIRE(l.set && l.bytes == 0 && cores == 0);
+        /* no entry can raise another: the limit and the cap are at most every entry's (issue 18) */
+        bool bad = false; /* a broken entry: memory 0 (cores do not matter then) */
+        for (size_t i = 0; i < cfg->n_uuid; i++)
+            bad = bad || (vgpu_uuid_equal(cfg->uuid[i].uuid, uuid) && cfg->uuid[i].bad_memory);
+        for (size_t i = 0; i < cfg->n_uuid; i++) {
+            if (!vgpu_uuid_equal(cfg->uuid[i].uuid, uuid))
+                continue;
+            if (cfg->uuid[i].bytes != 0 || bad)
+                REQUIRE(l.set && l.bytes <= cfg->uuid[i].bytes);
+            if (!bad && cfg->uuid[i].cores > 0 && cfg->uuid[i].cores < 100)
+                REQUIRE(cores > 0 && cores <= cfg->uuid[i].cores);
+        }
     }
     (void)vgpu_config_device_limit(cfg, ordinal, uuid, NULL); /* NULL cores is allowed */
 }
@@ -244,20 +256,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_limit(&cfg, ord, probes[p]);
     }
     for (size_t i = 0; i < cfg.n_uuid; i++) {
-        /* a listed GPU: the (saturated) sum of its entries, cores summed (100 or more = no cap),
-         * or nothing at all when one of its entries is broken */
+        /* a listed GPU: the lowest of its entries (0 = no limit), the lowest cap (0 or 100 = no
+         * cap), never a sum (issue 18); nothing at all when one of its entries is broken */
         bool bad = false;
-        unsigned __int128 sum = 0;
-        unsigned csum = 0;
+        uint64_t want = 0;
+        unsigned want_cores = 0;
         for (size_t j = 0; j < cfg.n_uuid; j++) {
             if (!vgpu_uuid_equal(cfg.uuid[j].uuid, cfg.uuid[i].uuid))
                 continue;
             bad = bad || cfg.uuid[j].bad_memory;
-            sum += cfg.uuid[j].bytes;
-            csum += cfg.uuid[j].cores;
+            uint64_t b = cfg.uuid[j].bytes;
+            if (b != 0 && (want == 0 || b < want))
+                want = b;
+            unsigned c = cfg.uuid[j].cores;
+            if (c > 0 && c < 100 && (want_cores == 0 || c < want_cores))
+                want_cores = c;
         }
-        uint64_t want = sum > UINT64_MAX ? UINT64_MAX : (uint64_t)sum;
-        unsigned want_cores = bad || csum >= 100 ? 0 : csum;
+        if (bad)
+            want_cores = 0;
         unsigned cores = 12345;
         struct vgpu_mem_limit l = vgpu_config_device_limit(&cfg, 0, cfg.uuid[i].uuid, &cores);
         REQUIRE(cores == want_cores);

@@ -1,8 +1,15 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "check.h"
 #include "claim_env.h"
 #include "config.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define GI (1024ULL * 1024 * 1024)
 #define MI (1024ULL * 1024)
@@ -60,7 +67,8 @@ int main(void)
         l = vgpu_config_device_limit(&cfg, 5, NULL, NULL); /* falls back to the bad global */
         CHECK(l.set && l.bytes == 0);
     }
-    /* UUID list wins over indexed variables; entries of one UUID add up; cores capped */
+    /* UUID list wins over indexed variables; several entries of one UUID give the lowest (never a
+     * sum: an added entry cannot raise the limit or lift the compute cap) */
     {
         char *env[] = {"CUDA_DEVICE_MEMORY_LIMIT_0=1g",
                        "CUDA_DEVICE_SM_LIMIT_0=10",
@@ -72,9 +80,9 @@ int main(void)
         parse(env);
         CHECK(cfg.uuid_mode && cfg.n_uuid == 4);
         l = vgpu_config_device_limit(&cfg, 0, "GPU-1111-2222", &cores);
-        CHECK(l.set && l.bytes == 3 * GI && cores == 0 /* 110 -> 100 = no cap */);
+        CHECK(l.set && l.bytes == 1 * GI && cores == 30);
         l = vgpu_config_device_limit(&cfg, 1, "1111-2222", &cores); /* prefix-less match */
-        CHECK(l.set && l.bytes == 3 * GI);
+        CHECK(l.set && l.bytes == 1 * GI);
         l = vgpu_config_device_limit(&cfg, 0, "GPU-3333", &cores);
         CHECK(l.set && l.bytes == 4 * GI && cores == 20);
         l = vgpu_config_device_limit(&cfg, 0, "GPU-4444", &cores); /* bad memory: fail closed */
@@ -98,9 +106,81 @@ int main(void)
         CHECK(cores == 0);
         vgpu_config_device_limit(&cfg, 3, NULL, &cores);
         CHECK(cores == 0);
-        CHECK(cfg.policy == VGPU_POLICY_DISABLE && cfg.disabled && cfg.log_level == 0);
+        /* the kill switch exists only in a test build (VGPU_TEST_HOOKS): this one is production */
+        CHECK(cfg.policy == VGPU_POLICY_DISABLE && !cfg.disabled && cfg.log_level == 0);
     }
     CHECK(vgpu_uuid_equal("GPU-ABCD", "abcd") && !vgpu_uuid_equal("GPU-ab", "GPU-abc"));
+
+    /* issue 18, seen: an entry the tenant adds for its own GPU was summed (+<bytes>), and one of
+     * UINT64_MAX bytes removed the cap and the compute limit.  Now the lowest entry holds. */
+    {
+        char *env[] = {"VGPU_DEVICE_LIMIT_0f1e2d3c_0=GPU-aaaa,4294967296,30",
+                       "VGPU_DEVICE_LIMIT_zz=GPU-aaaa,8589934592,0",
+                       "VGPU_DEVICE_LIMIT_zy=GPU-aaaa,18446744073709551615,100",
+                       "VGPU_DEVICE_LIMIT_zx=GPU-aaaa,0,0", NULL};
+        parse(env);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-aaaa", &cores);
+        CHECK(l.set && l.bytes == 4 * GI && cores == 30);
+        /* an entry may lower it */
+        char *lower[] = {"VGPU_DEVICE_LIMIT_0f1e2d3c_0=GPU-aaaa,4294967296,30",
+                         "VGPU_DEVICE_LIMIT_zz=GPU-aaaa,1g,10", NULL};
+        parse(lower);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-aaaa", &cores);
+        CHECK(l.set && l.bytes == GI && cores == 10);
+    }
+
+    /* The limits file is a ceiling: the environment may lower every limit, raise none, and never
+     * chooses the region path; policy only stricter, priority only lower. */
+    {
+        static struct vgpu_config ceil;
+        char *file[] = {"VGPU_DEVICE_LIMIT_0f1e2d3c_0=GPU-aaaa,4294967296,30",
+                        "CUDA_DEVICE_MEMORY_LIMIT_0=4096m", "CUDA_DEVICE_SM_LIMIT_0=30",
+                        "CUDA_DEVICE_MEMORY_SHARED_CACHE=/usr/local/vgpu/claims/u/vgpu.cache",
+                        "GPU_CORE_UTILIZATION_POLICY=default", "VGPU_OOM_POLICY=error", NULL};
+        vgpu_config_parse(&ceil, file);
+
+        char *raise[] = {"VGPU_DEVICE_LIMIT_0f1e2d3c_0=GPU-aaaa,68719476736,100",
+                         "CUDA_DEVICE_MEMORY_LIMIT=0", "CUDA_DEVICE_SM_LIMIT=0",
+                         "CUDA_DEVICE_MEMORY_SHARED_CACHE=/tmp/mine.cache",
+                         "GPU_CORE_UTILIZATION_POLICY=disable", "CUDA_TASK_PRIORITY=0",
+                         "VGPU_OOM_POLICY=kill", NULL};
+        parse(raise);
+        vgpu_config_apply_ceiling(&cfg, &ceil);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-aaaa", &cores);
+        CHECK(l.set && l.bytes == 4 * GI && cores == 30);
+        l = vgpu_config_device_limit(&cfg, 1, "GPU-bbbb", &cores); /* not the claim's */
+        CHECK(l.set && l.bytes == 0);
+        CHECK(strcmp(cfg.shared_cache, "/usr/local/vgpu/claims/u/vgpu.cache") == 0);
+        CHECK(cfg.policy == VGPU_POLICY_DEFAULT && cfg.priority == 1);
+        CHECK(cfg.oom_policy == VGPU_OOM_KILL); /* only concerns the process itself */
+        CHECK(vgpu_config_uuid_mode(&cfg) && vgpu_config_any_cap(&cfg));
+
+        char *lower[] = {"CUDA_DEVICE_MEMORY_LIMIT=1g", "CUDA_DEVICE_SM_LIMIT=10",
+                         "GPU_CORE_UTILIZATION_POLICY=force", NULL};
+        parse(lower);
+        vgpu_config_apply_ceiling(&cfg, &ceil);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-aaaa", &cores);
+        CHECK(l.set && l.bytes == GI && cores == 10);
+        CHECK(cfg.policy == VGPU_POLICY_FORCE && cfg.oom_policy == VGPU_OOM_ERROR);
+
+        char *none[] = {NULL}; /* env -i: the file alone */
+        parse(none);
+        vgpu_config_apply_ceiling(&cfg, &ceil);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-aaaa", &cores);
+        CHECK(l.set && l.bytes == 4 * GI && cores == 30);
+
+        /* a ceiling without limits (an admin-access claim): unlimited unless the process lowers it */
+        char *admin[] = {"CUDA_DEVICE_MEMORY_SHARED_CACHE=/x", NULL};
+        vgpu_config_parse(&ceil, admin);
+        parse(lower);
+        vgpu_config_apply_ceiling(&cfg, &ceil);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-aaaa", &cores);
+        CHECK(l.set && l.bytes == GI && cores == 10);
+        parse(none);
+        vgpu_config_apply_ceiling(&cfg, &ceil);
+        l = vgpu_config_device_limit(&cfg, 0, "GPU-aaaa", &cores);
+        CHECK(!l.set && cores == 0 && !vgpu_config_any_cap(&cfg));
+    }
 
     /* claim files (claim_env.c): which variables make the environment a claim's, and the lines */
     {
@@ -119,6 +199,40 @@ int main(void)
         CHECK(vgpu_claim_env_lines(two, "test", out, 2) == 2); /* at most max, the rest logged */
         char empty[] = "";
         CHECK(vgpu_claim_env_lines(empty, "test", out, 8) == 0);
+    }
+
+    /* issue 18, seen: a setuid process opened, truncated and chmodded paths its (tenant-chosen)
+     * environment named.  Under AT_SECURE no path from the environment is used. */
+    {
+        char dir[] = "/tmp/vgpu-secure-test-XXXXXX";
+        CHECK(mkdtemp(dir) != NULL);
+        char sub[128], file[160], claims_var[160];
+        snprintf(sub, sizeof sub, "%s/c1", dir);
+        snprintf(file, sizeof file, "%s/vgpu.env", sub);
+        snprintf(claims_var, sizeof claims_var, "VGPU_CLAIMS_DIR=%s", dir);
+        CHECK(mkdir(sub, 0700) == 0);
+        FILE *f = fopen(file, "w");
+        CHECK(f != NULL);
+        if (f != NULL) {
+            fputs("CUDA_DEVICE_MEMORY_LIMIT=1g\nCUDA_DEVICE_MEMORY_SHARED_CACHE=/tmp/tenant.cache\n", f);
+            fclose(f);
+        }
+        static struct vgpu_config ceil;
+        char *env[] = {claims_var, "PATH=/bin", NULL};
+        vgpu_config_load(&cfg, &ceil, env, false, "/nonexistent-limits-dir");
+        l = vgpu_config_device_limit(&cfg, 0, NULL, NULL);
+        CHECK(l.set && l.bytes == GI && strcmp(cfg.shared_cache, "/tmp/tenant.cache") == 0 && !cfg.secure);
+        vgpu_config_load(&cfg, &ceil, env, true, "/nonexistent-limits-dir");
+        CHECK(cfg.secure && cfg.shared_cache == NULL && cfg.ceiling == NULL);
+        l = vgpu_config_device_limit(&cfg, 0, NULL, NULL);
+        CHECK(!l.set); /* the tenant's directory was not read (the default one does not exist here) */
+        char *own[] = {"CUDA_DEVICE_MEMORY_LIMIT=2g", "CUDA_DEVICE_MEMORY_SHARED_CACHE=/tmp/tenant.cache", NULL};
+        vgpu_config_load(&cfg, &ceil, own, true, "/nonexistent-limits-dir");
+        l = vgpu_config_device_limit(&cfg, 0, NULL, NULL);
+        CHECK(l.set && l.bytes == 2 * GI && cfg.shared_cache == NULL);
+        unlink(file);
+        rmdir(sub);
+        rmdir(dir);
     }
 
     /* Regression table (found by tests/fuzz/fuzz_env.c): fields of VGPU_DEVICE_LIMIT_* were cut to

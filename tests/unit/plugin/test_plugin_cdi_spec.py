@@ -2,6 +2,7 @@ from pathlib import Path
 
 from plugin_factories import DRIVER, NODE, claim, result, vgpu_config
 
+from dra_hami.exporter.claims import claim_limits
 from dra_hami.plugin.cdi_spec import CdiSettings, build_spec, claim_identity
 from dra_hami.plugin.claim import read_allocation
 
@@ -62,7 +63,9 @@ def test_indices_follow_pci_bus_order_not_names(devices):
     assert [p.device_name for p in prepared] == ["hami-gpu-1", "hami-gpu-0"]
 
 
-def test_two_shares_of_one_gpu_keep_separate_limits_and_sum_indexed(devices):
+def test_two_shares_of_one_gpu_get_one_summed_limit(devices):
+    """libvgpu takes the lowest of several entries of one GPU (a process could add one), so the claim's
+    total on a GPU is ONE entry, carried by every share device of that GPU."""
     obj = claim([result(request="a", memory="2Gi", cores="70"), result(request="b", memory="1Gi", cores="50")])
     spec, prepared = spec_for(obj, devices)
     assert len({d["name"] for d in spec["devices"]}) == 2
@@ -70,11 +73,10 @@ def test_two_shares_of_one_gpu_keep_separate_limits_and_sum_indexed(devices):
         env = env_of(device["containerEdits"])
         assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "3072m"
         assert env["CUDA_DEVICE_SM_LIMIT_0"] == "100"  # capped
-    limits = sorted(v for d in spec["devices"] for k, v in env_of(d["containerEdits"]).items() if "VGPU_DEVICE" in k)
-    assert limits == [
-        f"GPU-00000000-0000-0000-0000-000000000000,{1 << 30},50",
-        f"GPU-00000000-0000-0000-0000-000000000000,{2 << 30},70",
-    ]
+    limits = {(k, v) for d in spec["devices"] for k, v in env_of(d["containerEdits"]).items() if "VGPU_DEVICE" in k}
+    uid8 = obj["metadata"]["uid"].replace("-", "")[:8]
+    assert limits == {(f"VGPU_DEVICE_LIMIT_{uid8}_0", f"GPU-00000000-0000-0000-0000-000000000000,{3 << 30},100")}
+    assert claim_limits(spec) == {"GPU-00000000-0000-0000-0000-000000000000": (3 << 30, 100)}
     assert {p.request_names for p in prepared} == {("a",), ("b",)}
 
 

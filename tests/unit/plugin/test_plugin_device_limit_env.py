@@ -31,7 +31,7 @@ def test_other_or_malformed_entries_are_not_limits(entry: str) -> None:
     assert wire.parse_device_limit(entry) is None
 
 
-def test_claim_limits_sum_the_shares_of_one_gpu_like_libvgpu() -> None:
+def test_claim_limits_sum_the_per_share_entries_of_older_specs() -> None:
     env = [
         wire.device_limit_env(UID, 0, GPU, 1 << 30, 20),
         wire.device_limit_env(UID, 1, GPU, 2 << 30, 30),
