@@ -34,6 +34,7 @@ import pytest
 import yaml
 from cluster import REPO_ROOT, ApiError, Cluster, Component, HarnessError, Kube, free_port, wait_for
 from e2e_objects import busybox_pod, claim_template
+from e2e_tokens import node_bound_token, token
 from examples_support import example_objects, our_allocated_claims
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "chart"))
@@ -83,6 +84,9 @@ def chart_values(cluster: Cluster, tmp_path_factory) -> Path:
         "policy": {"enabled": True, "gpuPolicy": "binpack"},
         "controller": {"replicas": 0, "metricsPort": free_port()},
         "webhook": {"replicas": 0, "port": free_port(), "metricsPort": free_port(),
+                    # This API server presents no admission client certificate (test_webhook_hardening checks
+                    # the certificate check over real sockets).
+                    "clientAuth": {"enabled": False},
                     # Never in the API server's way: the webhooks only match namespaces labelled for this test.
                     "namespaceSelector": {"matchExpressions": [
                         {"key": "dra-hami.test/chart-webhook", "operator": "In", "values": ["on"]}]}},
@@ -116,18 +120,17 @@ def rendered(objects: list[dict[str, Any]], kind: str, suffix: str = "") -> dict
     return obj
 
 
-def service_account_kubeconfig(cluster: Cluster, name: str, path: Path) -> Path:
-    """A kubeconfig with a fresh token of ServiceAccount NAMESPACE/name (TokenRequest API)."""
-    review = cluster.kube.request(
-        "POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{name}/token",
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
-    )  # fmt: skip
+def service_account_kubeconfig(cluster: Cluster, name: str, path: Path, on_node: bool = False) -> Path:
+    """A kubeconfig with a fresh token of ServiceAccount NAMESPACE/name (TokenRequest API); ``on_node``: bound to
+    a pod on the node, as the DaemonSet pod's own token is (the chart's policy lets only such a token write that
+    node's ResourceSlices)."""
+    bearer = node_bound_token(cluster, NAMESPACE, name) if on_node else token(cluster, NAMESPACE, name)
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "e2e", "cluster": {"server": cluster.server,
                                                  "certificate-authority": str(cluster.pki.ca.cert)}}],
-        "users": [{"name": name, "user": {"token": review["status"]["token"]}}],
+        "users": [{"name": name, "user": {"token": bearer}}],
         "contexts": [{"name": name, "context": {"cluster": "e2e", "user": name, "namespace": NAMESPACE}}],
         "current-context": name,
     }  # fmt: skip
@@ -249,7 +252,7 @@ def node_components(cluster: Cluster, release, tmp_path_factory):
     """kubelet plugin + exporter, with the DaemonSet's arguments and its ServiceAccount's token."""
     tmp = tmp_path_factory.mktemp("node")
     sa = f"{RELEASE}-dra-hami-kubelet-plugin"
-    kubeconfig = service_account_kubeconfig(cluster, sa, tmp / "kubeconfig")
+    kubeconfig = service_account_kubeconfig(cluster, sa, tmp / "kubeconfig", on_node=True)
     vgpu = cluster.dir / "vgpu-chart"
     vgpu.mkdir(exist_ok=True)
     (vgpu / "libvgpu.so").write_bytes(b"")  # stand-in, as for the session plugin: busybox is static

@@ -80,3 +80,12 @@ matchExpressions:
 {{- define "dra-hami.celPrefixes" -}}
 {{- range . }} || @@.startsWith('{{ . }}'){{ end }}
 {{- end -}}
+
+{{- /* CEL: every field path of the list ``.`` is the same in object and oldObject (absent in both counts). */ -}}
+{{- define "dra-hami.celUnchanged" -}}
+{{- $parts := list }}
+{{- range . }}
+{{- $parts = append $parts (printf "(has(object.%[1]s) == has(oldObject.%[1]s) && (!has(object.%[1]s) || object.%[1]s == oldObject.%[1]s))" .) }}
+{{- end }}
+{{- join " && " $parts }}
+{{- end -}}
