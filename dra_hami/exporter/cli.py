@@ -50,6 +50,32 @@ from dra_hami.cli_options import (
     callback=check_bind_address,
     help=f"HOST:PORT of /metrics and /healthz; {PORT_ZERO_HELP}.",
 )
+@click.option(
+    "--guard-action",
+    type=click.Choice(["off", "event", "kill"]),
+    default="event",
+    envvar="DRA_HAMI_GUARD_ACTION",
+    show_default=True,
+    help="Node guard: compare each claim's GPU memory as the driver counts it (NVML, per process) with its "
+    "limit. 'event': metric, log and Kubernetes Event when a claim is over; 'kill': also SIGKILL its largest "
+    "process once it has been over for --guard-grace-seconds (needs hostPID and CAP_KILL); 'off': libvgpu only.",
+)
+@click.option(
+    "--guard-grace-seconds",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    envvar="DRA_HAMI_GUARD_GRACE_SECONDS",
+    show_default=True,
+    help="How long a claim may stay over its limit before the guard kills (action 'kill').",
+)
+@click.option(
+    "--guard-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    envvar="DRA_HAMI_GUARD_INTERVAL",
+    show_default=True,
+    help="Seconds between the guard's looks at the driver: its detection latency.",
+)
 @logging_options
 def exporter(**kwargs) -> None:
     """Serve per-claim GPU memory and compute usage and per-GPU usage as Prometheus metrics."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
 from dra_hami.discovery.model import GpuInfo
 from dra_hami.discovery.nvml import init_nvml
+from dra_hami.exporter.guard import GpuProcess
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +75,37 @@ class NvmlGpuStats:
         if gpu.uuid not in self._failing:  # once per episode, not once per scrape
             self._failing.add(gpu.uuid)
             log.warning("NVML: cannot read the usage of GPU %s (%s): %s", gpu.device_name, gpu.uuid, err)
+
+
+class NvmlProcesses:
+    """The node guard's view of the driver: per-process memory from the compute and graphics process lists."""
+
+    def __init__(self, nvml: ModuleType | Any | None = None):
+        self._nvml = init_nvml(nvml, user="node guard: ")
+        self._handles: dict[str, Any] = {}
+        self._failing: set[str] = set()
+
+    def processes(self, uuids: Iterable[str]) -> list[GpuProcess]:
+        nvml = self._nvml
+        out: list[GpuProcess] = []
+        for uuid in uuids:
+            try:
+                handle = self._handles.get(uuid)
+                if handle is None:
+                    handle = self._handles[uuid] = nvml.nvmlDeviceGetHandleByUUID(uuid)
+                used: dict[int, int] = {}
+                for lister in (nvml.nvmlDeviceGetComputeRunningProcesses, nvml.nvmlDeviceGetGraphicsRunningProcesses):
+                    for info in lister(handle):
+                        # A process in both lists is one process; None: the driver does not say (MIG, WDDM).
+                        used[int(info.pid)] = max(used.get(int(info.pid), 0), int(info.usedGpuMemory or 0))
+            except nvml.NVMLError as err:
+                self._handles.pop(uuid, None)
+                if uuid not in self._failing:
+                    self._failing.add(uuid)
+                    log.warning("node guard: cannot list the processes of GPU %s: %s", uuid, err)
+                continue
+            if uuid in self._failing:
+                self._failing.discard(uuid)
+                log.info("node guard: NVML lists the processes of GPU %s again", uuid)
+            out.extend(GpuProcess(pid, uuid, amount) for pid, amount in sorted(used.items()))
+        return out

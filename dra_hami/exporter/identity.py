@@ -27,6 +27,7 @@ class PodApi(Protocol):
 class Consumer:
     pod: str
     containers: tuple[str, ...]
+    uid: str = ""  # the pod's UID: the node guard matches it against a process's cgroup
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def resolve(api: PodApi, namespace: str, name: str, uid: str) -> ClaimUsers:
             raise
         if ref.get("uid") and (pod.get("metadata") or {}).get("uid") != ref["uid"]:
             continue
-        consumers.append(Consumer(ref["name"], claim_containers(pod, name)))
+        pod_uid = (pod.get("metadata") or {}).get("uid") or ""
+        consumers.append(Consumer(ref["name"], claim_containers(pod, name), pod_uid))
     if not consumers:
         return ClaimUsers(why_unknown="no pod reserves the claim")
     return ClaimUsers(tuple(sorted(consumers, key=lambda c: c.pod)))

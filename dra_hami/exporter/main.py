@@ -16,11 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from dra_hami.cli_options import listen_error, parse_bind_address
 from dra_hami.discovery import load_discovery
-from dra_hami.exporter.claims import CheckpointReader
+from dra_hami.exporter.claims import CheckpointReader, PreparedClaim, prepared_claims
 from dra_hami.exporter.collector import ExporterCollector, Inventory
 from dra_hami.exporter.exposition import CONTENT_TYPE, render
-from dra_hami.exporter.gpus import FakeGpuStats, GpuStats, NvmlGpuStats
+from dra_hami.exporter.gpus import FakeGpuStats, GpuStats, NvmlGpuStats, NvmlProcesses
+from dra_hami.exporter.guard import ApiEvents, GuardAction, NodeGuard
 from dra_hami.exporter.identity import IdentityCache, PodApi
+from dra_hami.exporter.procfs import ProcFs
 from dra_hami.kube.client import RawKubeApi
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ class ExporterOptions:
     plugin_dir: Path
     metrics_bind_address: str
     kube_api: bool = True
+    guard_action: GuardAction = "event"
+    guard_grace_seconds: float = 30.0
+    guard_interval: float = 5.0
+    proc_root: Path = Path("/proc")
 
 
 class PodReader:
@@ -88,29 +94,60 @@ def serve(registry: CollectorRegistry, address: str) -> tuple[WSGIServer, thread
     return server, thread
 
 
-def build_collector(options: ExporterOptions) -> tuple[ExporterCollector, Inventory, IdentityCache]:
+def build_collector(options: ExporterOptions) -> tuple[ExporterCollector, Inventory, IdentityCache, NodeGuard | None]:
     discovery = load_discovery(options.fake_profile)
     stats: GpuStats = FakeGpuStats() if options.fake_profile else NvmlGpuStats()
-    api: PodApi | None = None
+    raw: RawKubeApi | None = None
     if options.kube_api:
         try:
-            api = PodReader(RawKubeApi.from_config(options.kubeconfig))
+            raw = RawKubeApi.from_config(options.kubeconfig)
         except Exception as err:  # no kubeconfig and not in a cluster: metrics still work, pod labels stay empty
             log.warning("no Kubernetes API access (%s): pod and container labels stay empty", err)
+    api: PodApi | None = PodReader(raw) if raw is not None else None
     inventory = Inventory(discovery)
     identities = IdentityCache(api)
     checkpoint = CheckpointReader(options.plugin_dir / "checkpoint.json")
     collector = ExporterCollector(
         options.node_name, options.vgpu_dir, checkpoint, lambda: inventory.gpus, stats, identities
     )
-    return collector, inventory, identities
+    return collector, inventory, identities, build_guard(options, inventory, identities, raw)
+
+
+def build_guard(
+    options: ExporterOptions, inventory: Inventory, identities: IdentityCache, raw: RawKubeApi | None
+) -> NodeGuard | None:
+    if options.guard_action == "off":
+        log.info("node guard off (--guard-action=off): only libvgpu enforces the claims' memory limits")
+        return None
+    if options.fake_profile:
+        log.info("node guard off: fake GPUs have no driver to ask for per-process memory")
+        return None
+    checkpoint = CheckpointReader(options.plugin_dir / "checkpoint.json")  # its own: polls run on their thread
+
+    def pod_uids(claim: PreparedClaim) -> frozenset[str]:
+        users = identities.lookup(claim.uid, claim.namespace, claim.name)
+        return frozenset(c.uid for c in users.consumers if c.uid)
+
+    return NodeGuard(
+        options.node_name,
+        options.guard_action,
+        options.guard_grace_seconds,
+        options.vgpu_dir / "claims",
+        lambda: prepared_claims(checkpoint.records(), inventory.gpus),
+        pod_uids,
+        NvmlProcesses(),
+        proc=ProcFs(options.proc_root),
+        events=ApiEvents(raw, options.node_name) if raw is not None else None,
+    )
 
 
 def run(options: ExporterOptions, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
-    collector, inventory, identities = build_collector(options)
+    collector, inventory, identities, guard = build_collector(options)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    if guard is not None:
+        registry.register(guard)
     server, _ = serve(registry, options.metrics_bind_address)
     log.info(
         "serving metrics on %s:%d for node %s (claims of %s, regions under %s)",
@@ -129,6 +166,14 @@ def run(options: ExporterOptions, stop: threading.Event | None = None) -> None:
         signal.signal(signal.SIGINT, on_signal)
     for target, name in ((inventory.run, "inventory"), (identities.run, "claim-owners")):
         threading.Thread(target=target, args=(stop,), name=name, daemon=True).start()
+    if guard is not None:
+        log.info(
+            "node guard: action %s, a look at the driver every %gs%s",
+            guard.action,
+            options.guard_interval,
+            f", kills after {guard.grace:g}s over the limit" if guard.action == "kill" else "",
+        )
+        threading.Thread(target=guard.run, args=(stop, options.guard_interval), name="node-guard", daemon=True).start()
     stop.wait()
     server.shutdown()
     server.server_close()

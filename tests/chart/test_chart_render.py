@@ -230,8 +230,10 @@ def test_rbac_is_least_privilege_per_component(helm):
         ("resource.k8s.io", "resourceclaims"): {"get"},
         ("", "nodes"): {"get"},
         ("", "pods"): {"get"},  # the exporter: which pod uses a claim
+        ("", "events"): {"create"},  # the exporter's node guard: an Event on a claim over its limit
     }
     assert ("", "pods") not in _rules(render(helm, {"exporter.enabled": "false"}), "-kubelet-plugin")
+    assert ("", "events") not in _rules(render(helm, {"exporter.guard.action": "off"}), "-kubelet-plugin")
     controller = _rules(objects, "-controller")
     # 1.36 granular status authorization: allocations need resourceclaims/binding besides the status subresource.
     assert controller[("resource.k8s.io", "resourceclaims/binding")] == {"update", "patch"}
@@ -394,3 +396,17 @@ def test_claim_directories_are_bounded_tmpfs_mounts_that_reach_the_host(helm):
     assert vgpu["exporter"]["mountPropagation"] == "HostToContainer"  # and so must the exporter
     sized = find(render(helm, {"kubeletPlugin.claimDirs.size": "1Mi"}), "DaemonSet", "-kubelet-plugin")
     assert "--claim-dir-size=1Mi" in container(sized, "kubelet-plugin")["args"]
+
+
+def test_exporter_runs_with_no_capability_unless_the_guard_kills(helm):
+    ds = find(render(helm), "DaemonSet", "-kubelet-plugin")
+    exporter = container(ds, "exporter")
+    assert {"--guard-action=event", "--guard-grace-seconds=30", "--guard-interval=5"} <= set(exporter["args"])
+    sc = exporter["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert ds["spec"]["template"]["spec"]["hostPID"] is True  # the driver reports host PIDs
+    killing = find(render(helm, {"exporter.guard.action": "kill"}), "DaemonSet", "-kubelet-plugin")
+    assert container(killing, "exporter")["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["KILL"]}
+    off = find(render(helm, {"exporter.guard.action": "off"}), "DaemonSet", "-kubelet-plugin")
+    assert "hostPID" not in off["spec"]["template"]["spec"]

@@ -61,7 +61,10 @@ def test_single_pod_single_container_and_shared_cases() -> None:
     assert (one.pod, one.container) == ("p", "main")
     two = resolve(api, "ns", "c2", "u2")
     assert (two.pod, two.container) == ("", "")  # two pods: a claim-level number is no single pod's
-    assert two.consumers == (Consumer("p", ()), Consumer("q", ("x", "y")))
+    assert two.consumers == (
+        Consumer("p", (), "pu"),
+        Consumer("q", ("x", "y"), "qu"),
+    )  # pod UIDs: the guard's cgroup match
 
 
 def test_gone_replaced_or_unreserved_claims_are_unknown_with_a_reason() -> None:
