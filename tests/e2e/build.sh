@@ -2,8 +2,8 @@
 # Builds (once) the Kubernetes and containerd binaries the e2e suite runs, from the Go module proxy,
 # pinned by the go.mod files under tests/e2e/build/. The result lives OUTSIDE the clone:
 #   ${DRA_HAMI_CACHE:-$HOME/.cache/dra-hami}/e2e/<version-key>/bin
-# and is reused while its stamp file is present. etcd (etcd-server), runc and busybox-static come from
-# Debian; this script never installs them (.ci/run does: apt-get install etcd-server runc busybox-static).
+# and is reused while its stamp file is present. runc and busybox-static come from Debian; this script never
+# installs them (.ci/run does: apt-get install runc busybox-static).
 # Go: the one on PATH (or /usr/local/go/bin), never a downloaded toolchain (GOTOOLCHAIN=local); it must be at
 # least the version the go.mod files under build/ ask for, checked before anything is downloaded.
 #
@@ -14,6 +14,10 @@
 # The upstream example DRA driver's kubelet plugin (the peer of test_peer_comparison.py) is built the same way,
 # pinned by build/dra-example-driver/go.mod, under its own key and stamp, so changing it never rebuilds the
 # Kubernetes binaries; bin/dra-example-kubeletplugin links to it.
+# The cluster's network and store are built the same way under one more key ("net-..."): etcd (pinned by
+# build/etcd/go.mod), the reference CNI plugins bridge, host-local, loopback and portmap (build/cni/go.mod) and
+# kube-proxy (from build/kubernetes/go.mod, sharing the Kubernetes GOCACHE); bin/etcd, bin/kube-proxy and
+# bin/cni/<plugin> link to them.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -62,10 +66,8 @@ ensure_debian_pkg() { # ensure_debian_pkg <command> <package>: present, or say w
 }
 
 link_host_tools() {
-    ensure_debian_pkg etcd etcd-server
     ensure_debian_pkg runc runc
     ensure_debian_pkg busybox busybox-static
-    ln -sfn "$(command -v etcd)" "$bin/etcd"
     ln -sfn "$(command -v runc)" "$bin/runc"
     # The test images need a static busybox (the dynamic one would need the host's libc inside the image).
     local bb
@@ -117,9 +119,88 @@ build_example_driver() { # builds (once) and links $bin/dra-example-kubeletplugi
     ln -sfn "$ebin/dra-example-kubeletplugin" "$bin/dra-example-kubeletplugin"
 }
 
+# What hack/lib/version.sh stamps into a release build (else the binaries call themselves v0.0.0-master).
+k8s_minor="${k8s_version#v1.}"
+k8s_minor="${k8s_minor%%.*}"
+k8s_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+    k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+
+# --- etcd, the CNI plugins and kube-proxy: their own key and stamp (never part of the Kubernetes key above)
+etcd_src="$build_src/etcd"
+cni_src="$build_src/cni"
+etcd_version="$(mod_version "$etcd_src/go.mod" go.etcd.io/etcd/server/v3)"
+cni_version="$(mod_version "$cni_src/go.mod" github.com/containernetworking/plugins)"
+[[ -n "$etcd_version" && -n "$cni_version" ]] || die "cannot read the pinned etcd / CNI plugin versions from $build_src/{etcd,cni}/go.mod"
+net_recipe="1 -trimpath -s -w CGO_ENABLED=0 etcd bridge host-local loopback portmap kube-proxy"
+net_digest="$( (cat "$etcd_src"/go.mod "$etcd_src"/go.sum "$cni_src"/go.mod "$cni_src"/go.sum \
+    "$build_src"/kubernetes/go.mod "$build_src"/kubernetes/go.sum && echo "$net_recipe") | sha256sum | cut -c1-12)"
+net_out="$cache_root/net-etcd-${etcd_version}_cni-${cni_version}_k8s-${k8s_version}_${go_version}_${net_digest}"
+cni_plugins=(bridge host-local loopback portmap)
+
+build_net_tools() { # builds (once) and links $bin/etcd, $bin/kube-proxy and $bin/cni/*; needs $bin to exist
+    local nbin="$net_out/bin" t0 t1
+    if [[ ! -f "$nbin/.stamp" ]]; then
+        mkdir -p "$cache_root"
+        exec 7>"$cache_root/.build-net.lock"
+        flock 7
+        if [[ ! -f "$nbin/.stamp" ]]; then
+            t0=$(date +%s)
+            rm -rf "$net_out/bin.tmp"
+            mkdir -p "$net_out/bin.tmp/cni"
+            local env=(GOFLAGS=-mod=mod GOMODCACHE="$cache_root/go/mod" GOCACHE="$cache_root/go/build"
+                GOMAXPROCS="$jobs" GOTOOLCHAIN=local CGO_ENABLED=0)
+            t1=$(date +%s)
+            log "build etcd $etcd_version: starting"
+            (cd "$etcd_src" && env "${env[@]}" nice -n "$nice_level" go build -v -p "$jobs" -trimpath "-ldflags=-s -w" \
+                -o "$net_out/bin.tmp/etcd" go.etcd.io/etcd/server/v3) >&2 || die "build etcd failed (see the output above)"
+            log "build etcd $etcd_version: done in $(($(date +%s) - t1)) s"
+            t1=$(date +%s)
+            log "build CNI plugins $cni_version: starting"
+            # The plugins print this version for `<plugin> version` (what their release build stamps).
+            (cd "$cni_src" && env "${env[@]}" nice -n "$nice_level" go build -v -p "$jobs" -trimpath \
+                "-ldflags=-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$cni_version" \
+                -o "$net_out/bin.tmp/cni/" \
+                github.com/containernetworking/plugins/plugins/main/bridge \
+                github.com/containernetworking/plugins/plugins/ipam/host-local \
+                github.com/containernetworking/plugins/plugins/main/loopback \
+                github.com/containernetworking/plugins/plugins/meta/portmap) >&2 ||
+                die "build CNI plugins failed (see the output above)"
+            log "build CNI plugins $cni_version: done in $(($(date +%s) - t1)) s"
+            t1=$(date +%s)
+            log "build kube-proxy $k8s_version: starting"
+            (cd "$build_src/kubernetes" && env "${env[@]}" nice -n "$nice_level" go build -v -p "$jobs" -trimpath \
+                "-ldflags=$k8s_ldflags" -o "$net_out/bin.tmp/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy) >&2 ||
+                die "build kube-proxy failed (see the output above)"
+            log "build kube-proxy $k8s_version: done in $(($(date +%s) - t1)) s"
+            for b in etcd kube-proxy "${cni_plugins[@]/#/cni/}"; do
+                [[ -x "$net_out/bin.tmp/$b" ]] || die "missing $b after the build"
+            done
+            rm -rf "$nbin"
+            mv "$net_out/bin.tmp" "$nbin"
+            printf 'etcd %s cni %s kube-proxy %s %s built %s in %ss\n' "$etcd_version" "$cni_version" "$k8s_version" \
+                "$go_version" "$(date -u +%FT%TZ)" "$(($(date +%s) - t0))" >"$nbin/.stamp"
+            log "build etcd, CNI plugins, kube-proxy: done in $(($(date +%s) - t0)) s"
+            while IFS= read -r stale; do
+                [[ "$stale" == "$net_out" ]] || { log "removing old build $stale" && rm -rf "$stale"; }
+            done < <(ls -1dt "$cache_root"/net-* 2>/dev/null | tail -n +3)
+        fi
+        exec 7>&-
+    fi
+    ln -sfn "$nbin/etcd" "$bin/etcd"
+    ln -sfn "$nbin/kube-proxy" "$bin/kube-proxy"
+    mkdir -p "$bin/cni"
+    for p in "${cni_plugins[@]}"; do
+        ln -sfn "$nbin/cni/$p" "$bin/cni/$p"
+    done
+}
+
 if [[ -f "$stamp" ]]; then
     link_host_tools
     build_example_driver
+    build_net_tools
     log "cache hit: $bin ($(cat "$stamp"))"
     echo "BIN_DIR=$bin"
     exit 0
@@ -132,6 +213,7 @@ flock 9
 if [[ -f "$stamp" ]]; then # another build finished while we waited
     link_host_tools
     build_example_driver
+    build_net_tools
     log "cache hit after wait: $bin"
     echo "BIN_DIR=$bin"
     exit 0
@@ -164,14 +246,6 @@ step "build containerd $containerd_version" "$build_src/containerd" build "${fla
     github.com/containerd/containerd/v2/cmd/containerd \
     github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
     github.com/containerd/containerd/v2/cmd/ctr
-# What hack/lib/version.sh stamps into a release build (else the binaries call themselves v0.0.0-master).
-k8s_minor="${k8s_version#v1.}"
-k8s_minor="${k8s_minor%%.*}"
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-    k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
 step "build kubernetes $k8s_version" "$build_src/kubernetes" build -v -p "$jobs" -trimpath "-ldflags=$k8s_ldflags" -o "$tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -185,6 +259,7 @@ rm -rf "$bin"
 mv "$tmp" "$bin"
 link_host_tools
 build_example_driver
+build_net_tools
 total=$(($(date +%s) - t_all))
 printf 'kubernetes %s containerd %s %s built %s in %ss\n' "$k8s_version" "$containerd_version" "$go_version" \
     "$(date -u +%FT%TZ)" "$total" >"$stamp"

@@ -1,6 +1,6 @@
 """A real single-node Kubernetes cluster on 127.0.0.1 for the e2e suite.
 
-etcd (Debian), kube-apiserver, kube-controller-manager, kube-scheduler and kubelet (built from the module proxy
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubelet (built from the module proxy
 by tests/e2e/build.sh) and containerd 2.x with runc, all as child processes of the test session, all state in
 one harness directory. There is no pod network: pods must use ``hostNetwork: true``. The API server never dials
 the kubelet (the kubelet advertises a non-loopback address), so there is no ``kubectl logs``/``exec``: read
