@@ -108,3 +108,22 @@ def test_malformed_config_names_the_field(devices):
     obj = claim([result()], config=[vgpu_config(coreLimitPolicy="sometimes")])
     with pytest.raises(ClaimError, match=r"config\[0\]\.opaque\.parameters\.coreLimitPolicy: got 'sometimes'"):
         read(obj, devices)
+
+
+def test_a_result_without_share_id_is_prepared_only_with_its_recorded_amounts(devices):
+    # Accounting counts such a result as the whole device (AllocatedDevice.taken); the plugin enforces only
+    # amounts that were written, and refuses to guess limits that were not.
+    recorded = result(share_id=None, memory="2Gi", cores="10")
+    (share,) = read(claim([recorded]), devices).shares
+    assert (share.share_id, share.memory, share.cores) == (None, 2 << 30, 10)
+    bare = result(share_id=None)
+    bare.pop("consumedCapacity")
+    with pytest.raises(ClaimError, match=r"results\[0\]\.consumedCapacity: missing"):
+        read(claim([bare]), devices)
+
+
+def test_a_malformed_result_is_refused_naming_the_field(devices):
+    bad = result()
+    bad["request"] = 7
+    with pytest.raises(ClaimError, match=r"ResourceClaim default/c1: status.allocation.devices.results\[0\]\.request"):
+        read(claim([bad]), devices)
