@@ -57,7 +57,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "dra-hami.webhookSecretName" -}}
-{{- include "dra-hami.componentName" (dict "root" . "component" "webhook-tls") -}}
+{{- .Values.webhook.tls.existingSecret | default (include "dra-hami.componentName" (dict "root" . "component" "webhook-tls")) -}}
 {{- end -}}
 
 {{/* Namespaces the webhooks never see: the system and our own (our pods must start without us). */}}
