@@ -75,8 +75,14 @@ def is_control_env(name: str) -> bool:
 
 
 SHARED_CACHE_FILE = "vgpu.cache"
-# The claim's variables again, one NAME=VALUE per line, in the claim's directory: libvgpu reads them when a
-# process has none of them (su -, ssh, env -i), so such a session keeps the claim's limits (HAMi#1090).
+# The claim's variables, one NAME=VALUE per line, in a root-owned file <vgpu dir>/limits/<claim uid> on the
+# host, bind-mounted read-only at CONTAINER_LIMITS_DIR/<claim uid>: libvgpu (which knows that directory at
+# compile time, libvgpu/src/limits_file.h) takes the claim's limits from it alone; variables a process sets
+# may only lower them, and sessions without the container's environment (su -, ssh, env -i) keep them.
+LIMITS_DIR_NAME = "limits"
+CONTAINER_LIMITS_DIR = "/usr/local/vgpu/limits"
+# Claims prepared by plugins before the limits files had the same lines as <claim dir>/vgpu.env, in the
+# claim's (tenant-writable) directory; libvgpu still reads it for them, only when no limits file exists.
 CLAIM_ENV_FILE = "vgpu.env"
 CONTAINER_VGPU_DIR = "/usr/local/vgpu"
 CONTAINER_LIBVGPU_PATH = "/usr/local/vgpu/libvgpu.so"

@@ -29,6 +29,14 @@ class CdiSettings:
     def claim_dir(self, claim_uid: str) -> Path:
         return self.vgpu_dir / "claims" / claim_uid
 
+    @property
+    def limits_root(self) -> Path:
+        """Host dir of the claims' limits files (root-owned; never mounted whole, never writable by a claim)."""
+        return self.vgpu_dir / wire.LIMITS_DIR_NAME
+
+    def limits_file(self, claim_uid: str) -> Path:
+        return self.limits_root / claim_uid
+
 
 @dataclass(frozen=True)
 class PreparedDevice:
@@ -103,14 +111,18 @@ def build_spec(
     return spec, prepared
 
 
-def claim_env_file(spec: dict[str, Any]) -> str:
-    """The claim's ``vgpu.env``: every variable its CDI spec sets in a container, one NAME=VALUE per line."""
+def limits_file(spec: dict[str, Any]) -> str:
+    """The claim's limits file: every variable its CDI spec sets in a container, one NAME=VALUE per line.
+
+    libvgpu reads it (mounted read-only) as the claim's limits, whatever the process's environment says
+    (which may only lower them), so sessions without the container's environment (su -, ssh, env -i) keep
+    them too (HAMi#1090)."""
     namespace, name = claim_identity(spec)
     edits = [device.get("containerEdits") or {} for device in spec.get("devices") or []]
     edits.append(spec.get("containerEdits") or {})
     entries = [entry for edit in edits for entry in edit.get("env") or []]
-    header = f"# dra-hami: the variables of claim {namespace}/{name}, for processes that did not inherit them\n"
-    return header + "".join(f"{entry}\n" for entry in entries)
+    header = f"# dra-hami: the limits of claim {namespace}/{name}, written by the kubelet plugin (read-only)\n"
+    return header + "".join(f"{entry}\n" for entry in dict.fromkeys(entries))
 
 
 def claim_identity(spec: dict[str, Any]) -> tuple[str, str]:
@@ -144,6 +156,8 @@ def _claim_edits(claim_uid: str, settings: CdiSettings) -> dict[str, Any]:
         "env": [f"{wire.ENV_SHARED_CACHE}={container_dir / wire.SHARED_CACHE_FILE}"],
         "mounts": [
             _bind(str(settings.claim_dir(claim_uid)), str(container_dir), "rw"),
+            # the claim's limits: a read-only mount of a root-owned file outside the claim's directory
+            _bind(str(settings.limits_file(claim_uid)), f"{wire.CONTAINER_LIMITS_DIR}/{claim_uid}", "ro"),
             _bind(str(settings.libvgpu_path), wire.CONTAINER_LIBVGPU_PATH, "ro"),
             _bind(str(settings.preload_path), wire.CONTAINER_PRELOAD_PATH, "ro"),
         ],

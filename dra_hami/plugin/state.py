@@ -19,7 +19,7 @@ from cdi import atomic_write
 from dra_hami import wire
 from dra_hami.kube.client import ApiError, KubeApi
 from dra_hami.plugin.capacity import admit
-from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_env_file, claim_identity
+from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_identity, limits_file
 from dra_hami.plugin.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -30,6 +30,7 @@ from dra_hami.plugin.checkpoint import (
 )
 from dra_hami.plugin.claim import ClaimError, NodeDevice, read_allocation
 from dra_hami.plugin.claim_dirs import ClaimDirs
+from dra_hami.plugin.limits_files import LimitsFiles
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class PluginState:
         self._devices = devices
         self._settings = settings
         self._dirs = claim_dirs or ClaimDirs(settings.vgpu_dir / "claims")
+        self._limits = LimitsFiles(settings.limits_root)
         self._specs = specs
         self._checkpoint = checkpoint
         self._boot_id = boot_id
@@ -201,7 +203,8 @@ class PluginState:
                 intact = (
                     record.boot_id == self._boot_id
                     and self._specs.holds(record.uid, record.spec or {})
-                    and (self._settings.claim_dir(record.uid) / wire.CLAIM_ENV_FILE).is_file()
+                    and self._dirs.intact(record.uid)
+                    and self._limits.exists(record.uid)
                 )
                 if intact:
                     continue
@@ -327,6 +330,7 @@ class PluginState:
     def _undo(self, claim_uid: str) -> None:
         self._dirs.remove(claim_uid)
         self._specs.remove(claim_uid)  # on failure the record stays, so a retry or the sweep finishes
+        self._limits.remove(claim_uid)
         with self._lock:
             known = self._records.pop(claim_uid, None) is not None
         if known:
@@ -362,6 +366,10 @@ class PluginState:
                 if uid not in self._records:
                     self._specs.remove(uid)
                     report.orphan_specs.append(uid)
+        for name in self._limits.names():
+            with self._locked([name]):
+                if name not in self._records:
+                    self._limits.remove(name)
         for name in self._dirs.names():
             with self._locked([name]):
                 if name not in self._records:
@@ -396,19 +404,17 @@ class PluginState:
         return self._claim_locks.hold(uids)
 
     def _ensure_claim_dir(self, record: ClaimRecord) -> None:
-        path = self._dirs.path(record.uid)
         if not self._dirs.intact(record.uid):
             self._reset_claim_dir(record)
-        elif not (path / wire.CLAIM_ENV_FILE).is_file():
-            self._write_claim_env(record)  # a claim prepared by a plugin version that did not write it
+        elif not self._limits.exists(record.uid):
+            self._write_limits(record)  # lost, or a claim prepared by a plugin version that did not write it
 
     def _reset_claim_dir(self, record: ClaimRecord) -> None:
         self._dirs.create(record.uid)
-        self._write_claim_env(record)
+        self._write_limits(record)
 
-    def _write_claim_env(self, record: ClaimRecord) -> None:
-        text = claim_env_file(record.spec or {})
-        atomic_write(self._dirs.path(record.uid) / wire.CLAIM_ENV_FILE, text.encode(), mode=0o444)
+    def _write_limits(self, record: ClaimRecord) -> None:
+        self._limits.write(record.uid, limits_file(record.spec or {}))
 
     def _persist(self) -> None:
         """Make every change made so far durable; concurrent callers share one write (group commit)."""

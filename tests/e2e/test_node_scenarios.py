@@ -174,23 +174,28 @@ def test_libvgpu_caps_device_memory_in_a_scheduled_pod(
     loads the real libvgpu into the dynamically linked `alloc`, which then sees a 4Gi GPU and gets OOM on its
     second 3Gi allocation. The fake driver shows the claim's GPU under the UUID the plugin published. A process
     started without the container's environment (as by su -, ssh or env -i) gets the same cap from the claim's
-    vgpu.env (HAMi#1090)."""
+    read-only limits file (HAMi#1090), and variables a tenant adds cannot raise it (issue 18)."""
     kube = cluster.kube
     kube.create(claim_template("slice-4g-30", "4Gi", 30), namespace)
     script = (
-        # the GPU's UUID from our per-share limit variable: "<uuid>,<bytes>,<cores>"
+        # the GPU's UUID from our per-GPU limit variable: "<uuid>,<bytes>,<cores>"
         "uuid=$(env | sed -n 's/^VGPU_DEVICE_LIMIT_[^=]*=\\(GPU-[^,]*\\),.*/\\1/p' | head -n1); "
         "echo uuid=$uuid; echo preload=$(cat /etc/ld.so.preload); "
         "FAKE_CUDA_UUIDS=$uuid alloc --size=3221225472 --count=2; echo exit=$?; "
         "env -i PATH=$PATH LD_LIBRARY_PATH=$LD_LIBRARY_PATH FAKE_CUDA_DEVICE_COUNT=1 FAKE_CUDA_MEMORY=15Gi "
         "FAKE_CUDA_UUIDS=$uuid alloc --size=3221225472 --count=2 > /tmp/bare.out; bare_exit=$?; "
         "sed 's/^/bare_/' /tmp/bare.out; echo bare_exit=$bare_exit; "
+        # issue 18: an added entry of the GPU, the kill switch and a region of its own raise nothing
+        "VGPU_DEVICE_LIMIT_zz=$uuid,18446744073709551615,0 CUDA_DISABLE_CONTROL=1 CUDA_DEVICE_MEMORY_LIMIT=0 "
+        "CUDA_DEVICE_MEMORY_SHARED_CACHE=/tmp/mine.cache FAKE_CUDA_UUIDS=$uuid "
+        "alloc --size=3221225472 --count=2 > /tmp/raise.out; raise_exit=$?; "
+        "sed 's/^/raise_/' /tmp/raise.out; echo raise_exit=$raise_exit; "
         "exec sleep 3600"  # keep the pod (and its claim) until the test has read the allocation
     )
     env = {"LD_LIBRARY_PATH": FAKE_LIB_DIR, "FAKE_CUDA_DEVICE_COUNT": "1", "FAKE_CUDA_MEMORY": "15Gi"}
     kube.create(busybox_pod("alloc", script, template="slice-4g-30", image=alloc_image, env=env), namespace)
     cluster.wait_pod_phase("alloc", ["Running"], namespace, timeout=180)
-    log = cluster.wait_pod_log("alloc", r"^bare_exit=\d+$", "main", namespace, timeout=60)
+    log = cluster.wait_pod_log("alloc", r"^raise_exit=\d+$", "main", namespace, timeout=60)
     out = dict(line.split("=", 1) for line in log.splitlines() if "=" in line)
 
     # the UUID the container was given is the one our ResourceSlice publishes for the allocated device
@@ -209,10 +214,15 @@ def test_libvgpu_caps_device_memory_in_a_scheduled_pod(
     assert out.get("result") == "CUDA_ERROR_OUT_OF_MEMORY", log
     assert out.get("exit") == "3", log
 
-    # without any of the container's variables, the claim's vgpu.env gives the same cap
+    # without any of the container's variables, the claim's read-only limits file gives the same cap
     assert out.get("bare_total_mem") == str(4 * GiB), log
     assert out.get("bare_count") == "1" and out.get("bare_result") == "CUDA_ERROR_OUT_OF_MEMORY", log
     assert out.get("bare_exit") == "3", log
+
+    # variables the tenant sets itself cannot raise it
+    assert out.get("raise_total_mem") == str(4 * GiB), log
+    assert out.get("raise_count") == "1" and out.get("raise_result") == "CUDA_ERROR_OUT_OF_MEMORY", log
+    assert out.get("raise_exit") == "3", log
 
 
 def test_pods_share_gpus_and_a_deleted_pod_frees_its_share(

@@ -40,11 +40,26 @@ def test_runtime_applies_env_preload_and_claim_dir(plugin, tmp_path):
     assert entry.error == ""
     (device,) = entry.devices
     rootfs = make_busybox_rootfs(tmp_path / "rootfs")
-    script = f"env; echo preload=$(cat /etc/ld.so.preload); echo hi > /usr/local/vgpu/claims/{uid}/probe"
+    limits = f"/usr/local/vgpu/limits/{uid}"
+    script = (
+        f"env; echo preload=$(cat /etc/ld.so.preload); echo hi > /usr/local/vgpu/claims/{uid}/probe; "
+        # issue 18: the claim's limits file is there, read-only, and cannot be replaced or rewritten
+        f"sed 's/^/limits: /' {limits}; "
+        f"if echo x >> {limits} 2>/dev/null; then echo limits_write=ok; else echo limits_write=refused; fi; "
+        f"if rm -f {limits} 2>/dev/null && [ ! -e {limits} ]; then echo limits_rm=ok; else echo limits_rm=refused; fi; "
+        f"grep ' {limits} ' /proc/self/mountinfo | sed 's/^/mountinfo: /'"
+    )
     result = run_with_cdi(list(device.cdi_device_ids), ["/bin/sh", "-c", script], rootfs)
     assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert f"limits: VGPU_DEVICE_LIMIT_{uid.replace('-', '')[:8]}_0=GPU-" in "\n".join(out)
+    assert "limits_write=refused" in out and "limits_rm=refused" in out
+    (mountinfo,) = [line for line in out if line.startswith("mountinfo: ")]
+    assert " ro," in mountinfo or " ro " in mountinfo, mountinfo  # a read-only mount of its own
+    host_limits = process.vgpu_dir / "limits" / uid
+    assert host_limits.read_text().count("\n") == len([line for line in out if line.startswith("limits: ")])
 
-    env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    env = dict(line.split("=", 1) for line in out if "=" in line and not line.startswith(("limits: ", "mountinfo: ")))
     assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "4096m"
     assert env["CUDA_DEVICE_SM_LIMIT_0"] == "30"
     assert env["CUDA_DEVICE_MEMORY_SHARED_CACHE"] == f"/usr/local/vgpu/claims/{uid}/vgpu.cache"
@@ -54,6 +69,7 @@ def test_runtime_applies_env_preload_and_claim_dir(plugin, tmp_path):
     assert env["preload"] == "/usr/local/vgpu/libvgpu.so"
     # The claim directory is the host's: what a container writes there, every container of the claim sees.
     assert (process.vgpu_dir / "claims" / uid / "probe").read_text() == "hi\n"
+    assert not (process.vgpu_dir / "claims" / uid / "vgpu.env").exists()
 
     assert process.unprepare([claim]).claims[uid].error == ""
     gone = run_with_cdi(list(device.cdi_device_ids), ["/bin/true"], rootfs)

@@ -42,6 +42,10 @@ def test_single_slice_env_mounts_and_answer(devices):
     assert "ro" in mounts["/etc/ld.so.preload"]["options"]
     assert mounts["/usr/local/vgpu/libvgpu.so"]["hostPath"] == "/usr/local/vgpu/libvgpu.so"
     assert mounts[f"/usr/local/vgpu/claims/{uid}"]["options"][0] == "rw"
+    # the claim's limits: a read-only, nosuid, nodev bind mount of a file outside the claim's directory
+    limits = mounts[f"/usr/local/vgpu/limits/{uid}"]
+    assert limits["hostPath"] == f"/usr/local/vgpu/limits/{uid}"
+    assert limits["options"] == ["ro", "nosuid", "nodev", "bind"]
 
     (answer,) = prepared
     assert answer.pool_name == NODE and answer.device_name == "hami-gpu-0"

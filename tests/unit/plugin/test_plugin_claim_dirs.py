@@ -138,14 +138,15 @@ def test_prepare_mounts_and_unprepare_unmounts(dirs: ClaimDirs, tmp_path: Path, 
     state = make("boot-1")
     assert state.prepare([ref])[ref.uid].error == ""
     path = settings.claim_dir(ref.uid)
-    assert os.path.ismount(path) and (path / "vgpu.env").is_file()
+    assert os.path.ismount(path) and settings.limits_file(ref.uid).is_file()
     # A reboot wipes every tmpfs: the repeated prepare mounts a fresh one.
     subprocess.run(["umount", str(path)], check=True)
     state = make("boot-2")
     assert state.prepare([ref])[ref.uid].error == ""
-    assert os.path.ismount(path) and (path / "vgpu.env").is_file()
+    assert os.path.ismount(path) and settings.limits_file(ref.uid).is_file()
     assert state.unprepare([ref]) == {ref.uid: ""}
     assert not path.exists() and mounts_under(tmp_path) == []
+    assert not settings.limits_file(ref.uid).exists()
 
 
 def test_without_mount_rights_prepare_fails_and_says_what_to_do(tmp_path: Path, devices, monkeypatch) -> None:

@@ -9,7 +9,6 @@ import pytest
 from plugin_factories import DRIVER, NODE, GiB, claim, result
 from test_plugin_state import Api, Specs
 
-from dra_hami import wire
 from dra_hami.kube.client import ApiError
 from dra_hami.plugin.capacity import admit, record_shares
 from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice
@@ -137,7 +136,7 @@ def test_a_wiped_cdi_dir_and_claim_dir_are_rebuilt_by_heal_and_by_the_sweep(node
     api.down = True  # the sweep heals even when it cannot check claims against the API
     state.sweep()
     assert specs.files[a.uid] == spec
-    assert (settings.claim_dir(a.uid) / wire.CLAIM_ENV_FILE).is_file()
+    assert settings.claim_dir(a.uid).is_dir() and settings.limits_file(a.uid).is_file()
 
 
 def test_a_restarted_plugin_heals_at_start(node, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
@@ -223,39 +224,62 @@ def test_group_commit_failure_reaches_the_callers_and_is_retried():
     assert len(attempts) == 2
 
 
-def _claim_env(settings, uid) -> list[str]:
-    text = (settings.claim_dir(uid) / "vgpu.env").read_text()
+def _limits_lines(settings, uid) -> list[str]:
+    text = settings.limits_file(uid).read_text()
     return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 
-def test_claim_dir_holds_the_claims_variables_for_sessions_without_them(env):
-    """HAMi#1090: su -, ssh or env -i sessions read the claim's limits from <claim dir>/vgpu.env."""
+def test_limits_file_holds_the_claims_variables_outside_the_claim_dir(env):
+    """Issue 18: the claim's limits live in a root-owned 0444 file outside the tenant-writable claim dir
+    (its CDI spec mounts it read-only); sessions without the container's variables read it too (HAMi#1090)."""
     api, specs, settings, make = env
     ref = api.add(claim([result()]))
     make().prepare([ref])
     spec = specs.files[ref.uid]
     want = [*spec["devices"][0]["containerEdits"]["env"], *spec["containerEdits"]["env"]]
-    assert _claim_env(settings, ref.uid) == want
+    assert _limits_lines(settings, ref.uid) == want
     assert any(v.startswith("VGPU_DEVICE_LIMIT_") for v in want)
     assert any(v.startswith("CUDA_DEVICE_MEMORY_SHARED_CACHE=/usr/local/vgpu/claims/") for v in want)
+    path = settings.limits_file(ref.uid)
+    assert path.parent == settings.vgpu_dir / "limits" and settings.claim_dir(ref.uid) not in path.parents
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444 and stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+    assert not (settings.claim_dir(ref.uid) / "vgpu.env").exists()  # nothing a tenant could rewrite
+    mounts = {m["containerPath"]: m for m in spec["containerEdits"]["mounts"]}
+    assert mounts[f"/usr/local/vgpu/limits/{ref.uid}"]["hostPath"] == str(path)
 
 
-def test_reprepare_restores_a_missing_claim_env_file(env):
+def test_reprepare_restores_a_missing_limits_file(env):
     api, _specs, settings, make = env
     ref = api.add(claim([result()]))
     state = make()
     state.prepare([ref])
-    env_file = settings.claim_dir(ref.uid) / "vgpu.env"
-    want = env_file.read_text()
+    limits = settings.limits_file(ref.uid)
+    want = limits.read_text()
     region = settings.claim_dir(ref.uid) / "vgpu.cache"
     region.write_bytes(b"live usage")
-    env_file.unlink()  # e.g. prepared by a plugin version that did not write it
+    limits.unlink()  # e.g. prepared by a plugin version that did not write it
     assert state.prepare([ref])[ref.uid].error == ""
-    assert env_file.read_text() == want and region.read_bytes() == b"live usage"
+    assert limits.read_text() == want and region.read_bytes() == b"live usage"
+
+
+def test_unprepare_and_sweep_remove_limits_files(env):
+    api, _specs, settings, make = env
+    ref = api.add(claim([result()]))
+    state = make()
+    state.prepare([ref])
+    assert settings.limits_file(ref.uid).is_file()
+    assert state.unprepare([ref]) == {ref.uid: ""}
+    assert not settings.limits_file(ref.uid).exists()
+    orphan = settings.limits_file("0a0a0a0a-0000-4000-8000-000000000000")
+    orphan.write_text("VGPU_DEVICE_LIMIT_x=GPU-1,1,0\n")
+    state.sweep()
+    assert not orphan.exists()
 
 
 def test_claim_file_names_match_libvgpu():
     """The plugin writes where libvgpu looks: same file name, same container directory."""
+    limits_h = (Path(__file__).resolve().parents[3] / "libvgpu" / "src" / "limits_file.h").read_text()
+    assert f'#define VGPU_LIMITS_DIR "{wire.CONTAINER_LIMITS_DIR}"' in limits_h
     header = (Path(__file__).resolve().parents[3] / "libvgpu" / "src" / "claim_env.h").read_text()
     assert f'#define VGPU_CLAIM_ENV_FILE "{wire.CLAIM_ENV_FILE}"' in header
     assert f'#define VGPU_CLAIMS_DIR_DEFAULT "{CONTAINER_CLAIMS_DIR}"' in header
