@@ -84,21 +84,23 @@ def translate_legacy_pods(manifests: Manifests, slices: list[dict[str, Any]], dr
         for template in shown.templates:
             tmeta = template["metadata"]
             manifests.templates[(tmeta["namespace"], tmeta["name"])] = template
-            request = template["spec"]["spec"]["devices"]["requests"][0]
-            body = request.get("exactly") or {
-                "capacity": {"requests": {"alternatives": len(request["firstAvailable"])}}
-            }
-            wanted = ", ".join(
-                f"{k}={v}" for k, v in sorted(((body.get("capacity") or {}).get("requests") or {}).items())
-            )
             report.append(
-                f"{shown.where}: HAMi resources -> ResourceClaimTemplate {tmeta['name']} ({wanted or 'a whole GPU'})"
+                f"{shown.where}: HAMi resources -> ResourceClaimTemplate {tmeta['name']} ({_wants(template)})"
             )
         for warning in shown.warnings:
             report.append(f"{shown.where}: warning: {warning}")
         kept.append(shown.pod)
     manifests.pods = kept
     return report
+
+
+def _wants(template: dict[str, Any]) -> str:
+    """What a translated template asks for, in one phrase."""
+    request = template["spec"]["spec"]["devices"]["requests"][0]
+    if "firstAvailable" in request:  # gpumem-percentage over several card sizes
+        return f"one of {len(request['firstAvailable'])} sizes, by the card it lands on"
+    wanted = (request["exactly"].get("capacity") or {}).get("requests") or {}
+    return ", ".join(f"{k}={v}" for k, v in sorted(wanted.items())) or "a whole GPU"
 
 
 def pod_claims(pod: dict[str, Any], manifests: Manifests) -> list[dict[str, Any]]:
