@@ -81,28 +81,39 @@ def test_reading_while_processes_create_and_register_never_fails(tmp_path: Path)
         "VGPU_DEVICE_LIMIT_ab_0": f"{UUID},{4096 * MiB},0",
     }
     reader = RegionReader()
-    procs = [
-        subprocess.Popen(
-            [str(ALLOC), "--size=32m", "--hold=-1"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        for _ in range(8)
-    ]
+    reads = 0
+    ready = 0
+
+    def read() -> None:
+        nonlocal reads, ready
+        snapshot, _ = reader.read("uid", region)
+        reads += 1
+        if snapshot is not None and (device := snapshot.device(UUID)) is not None:
+            assert device.used % (32 * MiB) == 0 and device.used <= 8 * 32 * MiB
+            ready = device.used // (32 * MiB)
+
+    procs: list[subprocess.Popen] = []
     try:
-        reads = 0
-        ready = 0
+        for _ in range(8):  # a read after each start: reads overlap the creation however fast the processes are
+            procs.append(
+                subprocess.Popen(
+                    [str(ALLOC), "--size=32m", "--hold=-1"],
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            read()
         deadline = time.monotonic() + 60
         while ready < len(procs) and time.monotonic() < deadline:
-            snapshot, _ = reader.read("uid", region)
-            reads += 1
-            if snapshot is not None and (device := snapshot.device(UUID)) is not None:
-                assert device.used % (32 * MiB) == 0 and device.used <= 8 * 32 * MiB
-                ready = device.used // (32 * MiB)
+            read()
         snapshot, readable = reader.read("uid", region)
         assert readable and snapshot is not None
         assert snapshot.processes == 8
         device = snapshot.device(UUID)
         assert device is not None and device.used == 8 * 32 * MiB and device.limit == 4096 * MiB
-        assert reads > 1
+        assert reads >= len(procs)
         assert set(reader.errors) <= {"not_ready"}
     finally:
         for p in procs:
