@@ -103,10 +103,12 @@ def test_threads_alloc_free_never_exceed_and_end_at_zero(run_program):
         "--size=64m",
         "--max-size=200m",
         "--hold=6",
-        env={"FAKE_CUDA_MEMORY": "2g"},
+        # 1 GiB: one thread holding six allocations of 64..200 MiB reaches it alone, so the run sees out-of-memory
+        # answers even when the scheduler runs the threads one after another (a loaded 2-core machine did).
+        env={"FAKE_CUDA_MEMORY": "1g"},
     ).check()
     assert r.int("errors") == 0 and r.int("ooms") > 0
-    assert r.int("max_fake_used") <= 2 * GI
+    assert r.int("max_fake_used") <= GI
     assert r.int("final_fake_used") == 0
 
 

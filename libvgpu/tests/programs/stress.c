@@ -69,10 +69,15 @@ static CUresult do_free(struct live *l)
     return cuMemFree(l->ptr);
 }
 
+/* Every worker starts its loop at once: on a loaded machine a thread created first could otherwise finish all
+ * its iterations before the next one exists, and the run would never see contention. */
+static pthread_barrier_t g_start;
+
 static void *worker(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
     CK(cuCtxSetCurrent(g_ctx));
+    pthread_barrier_wait(&g_start);
     struct live *live = calloc((size_t)g_keep, sizeof *live);
     int n = 0;
     bool last_failed = false;
@@ -130,10 +135,12 @@ static void run_process(unsigned seed)
     if (strcmp(g_path, "async") == 0)
         CK(cuStreamCreate(&g_stream, CU_STREAM_NON_BLOCKING));
     pthread_t *t = calloc((size_t)g_threads, sizeof *t);
+    pthread_barrier_init(&g_start, NULL, (unsigned)g_threads);
     for (int i = 0; i < g_threads; i++)
         pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)(seed * 7919u + (unsigned)i));
     for (int i = 0; i < g_threads; i++)
         pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&g_start);
     free(t);
     if (g_stream)
         CK(cuStreamSynchronize(g_stream));
