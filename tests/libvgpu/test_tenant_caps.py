@@ -9,9 +9,12 @@ made here in a private user + mount namespace (unshare -Urm) over a tmpfs on /us
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -232,3 +235,57 @@ def test_region_symlink_is_not_followed(probe, tmp_path):
     assert r.one("alloc")["rc"] == "0"  # per-process accounting instead
     assert victim.read_text() == "precious" and (victim.stat().st_mode & 0o777) == 0o600
     assert "shared region" in r.stderr
+
+
+# ---- setuid processes (AT_SECURE) ---------------------------------------------------------------------
+
+
+def test_setuid_process_ignores_path_variables(libvgpu_build, tmp_path):
+    """Seen: a setuid-root program that uses CUDA opened, truncated and chmodded 0666 whatever file its
+    caller named in CUDA_DEVICE_MEMORY_SHARED_CACHE (an unused file of another layout is "rebuilt").
+    Run for real: libvgpu from /etc/ld.so.preload (as in a container; an overlay over /etc in a private
+    mount namespace), `alloc` setuid root, started by uid 65534."""
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "setpriv")):
+        pytest.skip("needs root, unshare and setpriv")
+    lib, alloc_prog = libvgpu_build.libvgpu, libvgpu_build.program("alloc")
+    if lib is None or not alloc_prog.is_file():
+        pytest.skip("libvgpu release build missing")
+    work = Path(tempfile.mkdtemp(prefix="vgpu-suid-", dir="/tmp"))  # traversable by uid 65534
+    try:
+        work.chmod(0o755)
+        victim = work / "victim"
+        victim.write_text("precious")
+        victim.chmod(0o600)
+        program = work / "alloc"
+        shutil.copy(alloc_prog, program)
+        program.chmod(0o4755)  # setuid root
+        (work / "up").mkdir()
+        (work / "wk").mkdir()
+        (work / "up" / "ld.so.preload").write_text(f"{lib}\n")
+        script = "\n".join(
+            [
+                "set -e",
+                f"mount -t overlay vgpu-etc -o lowerdir=/etc,upperdir={work}/up,workdir={work}/wk /etc",
+                'exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"',
+            ]
+        )
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(victim),
+            "VGPU_CLAIMS_DIR": str(work),
+            "CUDA_DEVICE_MEMORY_LIMIT": "1g",
+            "FAKE_CUDA_MEMORY": "16g",
+            "LIBCUDA_LOG_LEVEL": "2",
+        }
+        res = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, "sh", str(program), "--size=536870912", "--count=1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "result=CUDA_SUCCESS" in res.stdout and "total_mem=1073741824" in res.stdout, res.stdout + res.stderr
+        assert victim.read_text() == "precious" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+        assert "secure-execution process" in res.stderr, res.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
