@@ -14,6 +14,24 @@
 #define FAKE_HIDDEN __attribute__((visibility("hidden")))
 #define FAKE_EXPORT __attribute__((visibility("default")))
 
+/* The versions of one call (cuMemFreeAsync and cuMemFreeAsync_ptsz, nvmlInit and nvmlInit_v2, ...)
+ * behave alike, so their bodies are written once: FORWARD2(a, b, CHECK, (params), PRE, CALL) defines
+ * a and b as "CHECK(); PRE; return CALL;", with the file's API return type and ENTER/ENTER_INIT as
+ * CHECK. Each name stays its own exported symbol with its own fault-injection name (__func__). */
+#define FAKE_FORWARD(name, CHECK, params, pre, call)                                               \
+    API name params                                                                                \
+    {                                                                                              \
+        CHECK();                                                                                   \
+        pre;                                                                                       \
+        return call;                                                                               \
+    }
+#define FORWARD2(a, b, CHECK, params, pre, call)                                                   \
+    FAKE_FORWARD(a, CHECK, params, pre, call)                                                      \
+    FAKE_FORWARD(b, CHECK, params, pre, call)
+#define FORWARD3(a, b, c, CHECK, params, pre, call)                                                \
+    FORWARD2(a, b, CHECK, params, pre, call)                                                       \
+    FAKE_FORWARD(c, CHECK, params, pre, call)
+
 #define FAKE_MAX_DEVICES 16
 #define FAKE_MAX_PROCS 512
 #define FAKE_DEV_SAMPLES 4096 /* device busy history ring (>= 1 ms apart) */

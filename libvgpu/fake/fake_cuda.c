@@ -727,33 +727,11 @@ static CUresult primary_release(CUdevice dev, bool reset)
     return CUDA_SUCCESS;
 }
 
-API cuDevicePrimaryCtxRelease(CUdevice dev)
-{
-    ENTER_INIT();
-    CHECK_DEV(dev);
-    return primary_release(dev, false);
-}
+FORWARD2(cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease_v2, ENTER_INIT, (CUdevice dev), CHECK_DEV(dev),
+         primary_release(dev, false))
 
-API cuDevicePrimaryCtxRelease_v2(CUdevice dev)
-{
-    ENTER_INIT();
-    CHECK_DEV(dev);
-    return primary_release(dev, false);
-}
-
-API cuDevicePrimaryCtxReset(CUdevice dev)
-{
-    ENTER_INIT();
-    CHECK_DEV(dev);
-    return primary_release(dev, true);
-}
-
-API cuDevicePrimaryCtxReset_v2(CUdevice dev)
-{
-    ENTER_INIT();
-    CHECK_DEV(dev);
-    return primary_release(dev, true);
-}
+FORWARD2(cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2, ENTER_INIT, (CUdevice dev), CHECK_DEV(dev),
+         primary_release(dev, true))
 
 API cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags, int *active)
 {
@@ -805,17 +783,8 @@ static CUresult ctx_create(CUcontext *pctx, unsigned flags, CUdevice dev)
     return CUDA_SUCCESS;
 }
 
-API cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
-{
-    ENTER_INIT();
-    return ctx_create(pctx, flags, dev);
-}
-
-API cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
-{
-    ENTER_INIT();
-    return ctx_create(pctx, flags, dev);
-}
+FORWARD2(cuCtxCreate, cuCtxCreate_v2, ENTER_INIT, (CUcontext *pctx, unsigned int flags, CUdevice dev), (void)0,
+         ctx_create(pctx, flags, dev))
 
 API cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams, unsigned int flags, CUdevice dev)
 {
@@ -849,17 +818,7 @@ static CUresult ctx_destroy(CUcontext ctx)
     return CUDA_SUCCESS;
 }
 
-API cuCtxDestroy(CUcontext ctx)
-{
-    ENTER_INIT();
-    return ctx_destroy(ctx);
-}
-
-API cuCtxDestroy_v2(CUcontext ctx)
-{
-    ENTER_INIT();
-    return ctx_destroy(ctx);
-}
+FORWARD2(cuCtxDestroy, cuCtxDestroy_v2, ENTER_INIT, (CUcontext ctx), (void)0, ctx_destroy(ctx))
 
 API cuCtxGetCurrent(CUcontext *pctx)
 {
@@ -907,29 +866,9 @@ static CUresult ctx_pop(CUcontext *pctx)
     return CUDA_SUCCESS;
 }
 
-API cuCtxPushCurrent(CUcontext ctx)
-{
-    ENTER_INIT();
-    return ctx_push(ctx);
-}
+FORWARD2(cuCtxPushCurrent, cuCtxPushCurrent_v2, ENTER_INIT, (CUcontext ctx), (void)0, ctx_push(ctx))
 
-API cuCtxPushCurrent_v2(CUcontext ctx)
-{
-    ENTER_INIT();
-    return ctx_push(ctx);
-}
-
-API cuCtxPopCurrent(CUcontext *pctx)
-{
-    ENTER_INIT();
-    return ctx_pop(pctx);
-}
-
-API cuCtxPopCurrent_v2(CUcontext *pctx)
-{
-    ENTER_INIT();
-    return ctx_pop(pctx);
-}
+FORWARD2(cuCtxPopCurrent, cuCtxPopCurrent_v2, ENTER_INIT, (CUcontext *pctx), (void)0, ctx_pop(pctx))
 
 API cuCtxGetDevice(CUdevice *device)
 {
@@ -1188,17 +1127,8 @@ static CUresult alloc_async(CUdeviceptr *dptr, size_t bytesize, struct CUmemPool
     return dev_alloc(dptr, bytesize, pool->dev, K_ASYNC, pool, false);
 }
 
-API cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
-{
-    ENTER_INIT();
-    return alloc_async(dptr, bytesize, NULL, hStream);
-}
-
-API cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
-{
-    ENTER_INIT();
-    return alloc_async(dptr, bytesize, NULL, hStream);
-}
+FORWARD2(cuMemAllocAsync, cuMemAllocAsync_ptsz, ENTER_INIT, (CUdeviceptr *dptr, size_t bytesize, CUstream hStream),
+         (void)0, alloc_async(dptr, bytesize, NULL, hStream))
 
 API cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream)
 {
@@ -1227,17 +1157,8 @@ static CUresult free_async(CUdeviceptr dptr, CUstream hStream)
     return dev_free(dptr, FREEABLE);
 }
 
-API cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
-{
-    ENTER_INIT();
-    return free_async(dptr, hStream);
-}
-
-API cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream)
-{
-    ENTER_INIT();
-    return free_async(dptr, hStream);
-}
+FORWARD2(cuMemFreeAsync, cuMemFreeAsync_ptsz, ENTER_INIT, (CUdeviceptr dptr, CUstream hStream), (void)0,
+         free_async(dptr, hStream))
 
 API cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *poolProps)
 {
@@ -1801,19 +1722,8 @@ static CUresult host_register(void *p, size_t size)
     return CUDA_SUCCESS;
 }
 
-API cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
-{
-    ENTER_INIT();
-    (void)Flags;
-    return host_register(p, bytesize);
-}
-
-API cuMemHostRegister(void *p, size_t bytesize, unsigned int Flags)
-{
-    ENTER_INIT();
-    (void)Flags;
-    return host_register(p, bytesize);
-}
+FORWARD2(cuMemHostRegister_v2, cuMemHostRegister, ENTER_INIT, (void *p, size_t bytesize, unsigned int Flags),
+         (void)Flags, host_register(p, bytesize))
 
 API cuMemHostUnregister(void *p)
 {
@@ -2068,25 +1978,9 @@ API cuMemPrefetchAsync_ptsz(CUdeviceptr devPtr, size_t count, CUdevice dstDevice
     return hint_range(devPtr, count);
 }
 
-API cuMemPrefetchAsync_v2(CUdeviceptr devPtr, size_t count, CUmemLocation location, unsigned int flags,
-                          CUstream hStream)
-{
-    ENTER_INIT();
-    (void)location;
-    (void)flags;
-    (void)hStream;
-    return hint_range(devPtr, count);
-}
-
-API cuMemPrefetchAsync_v2_ptsz(CUdeviceptr devPtr, size_t count, CUmemLocation location, unsigned int flags,
-                               CUstream hStream)
-{
-    ENTER_INIT();
-    (void)location;
-    (void)flags;
-    (void)hStream;
-    return hint_range(devPtr, count);
-}
+FORWARD2(cuMemPrefetchAsync_v2, cuMemPrefetchAsync_v2_ptsz, ENTER_INIT, (CUdeviceptr devPtr, size_t count,
+         CUmemLocation location, unsigned int flags, CUstream hStream), (void)location; (void)flags; (void)hStream,
+         hint_range(devPtr, count))
 
 /* ------------------------------------------------------------------------------------------ */
 /* streams and events                                                                           */
@@ -2131,17 +2025,7 @@ static CUresult stream_destroy(CUstream s)
     return CUDA_SUCCESS;
 }
 
-API cuStreamDestroy(CUstream hStream)
-{
-    ENTER_INIT();
-    return stream_destroy(hStream);
-}
-
-API cuStreamDestroy_v2(CUstream hStream)
-{
-    ENTER_INIT();
-    return stream_destroy(hStream);
-}
+FORWARD2(cuStreamDestroy, cuStreamDestroy_v2, ENTER_INIT, (CUstream hStream), (void)0, stream_destroy(hStream))
 
 /* completion time of the work queued so far on a stream (the legacy/per-thread default
  * streams: all of this process's work on the current device) */
@@ -2164,17 +2048,7 @@ static CUresult stream_sync(CUstream s)
     return r;
 }
 
-API cuStreamSynchronize(CUstream hStream)
-{
-    ENTER_INIT();
-    return stream_sync(hStream);
-}
-
-API cuStreamSynchronize_ptsz(CUstream hStream)
-{
-    ENTER_INIT();
-    return stream_sync(hStream);
-}
+FORWARD2(cuStreamSynchronize, cuStreamSynchronize_ptsz, ENTER_INIT, (CUstream hStream), (void)0, stream_sync(hStream))
 
 static CUresult stream_query(CUstream s)
 {
@@ -2185,17 +2059,7 @@ static CUresult stream_query(CUstream s)
     return t > fake_now_ns() ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
 }
 
-API cuStreamQuery(CUstream hStream)
-{
-    ENTER_INIT();
-    return stream_query(hStream);
-}
-
-API cuStreamQuery_ptsz(CUstream hStream)
-{
-    ENTER_INIT();
-    return stream_query(hStream);
-}
+FORWARD2(cuStreamQuery, cuStreamQuery_ptsz, ENTER_INIT, (CUstream hStream), (void)0, stream_query(hStream))
 
 API cuStreamGetPriority(CUstream hStream, int *priority)
 {
@@ -2274,17 +2138,7 @@ static CUresult event_destroy(CUevent e)
     return CUDA_SUCCESS;
 }
 
-API cuEventDestroy(CUevent hEvent)
-{
-    ENTER_INIT();
-    return event_destroy(hEvent);
-}
-
-API cuEventDestroy_v2(CUevent hEvent)
-{
-    ENTER_INIT();
-    return event_destroy(hEvent);
-}
+FORWARD2(cuEventDestroy, cuEventDestroy_v2, ENTER_INIT, (CUevent hEvent), (void)0, event_destroy(hEvent))
 
 static CUresult event_record(CUevent e, CUstream s)
 {
@@ -2300,17 +2154,8 @@ static CUresult event_record(CUevent e, CUstream s)
     return CUDA_SUCCESS;
 }
 
-API cuEventRecord(CUevent hEvent, CUstream hStream)
-{
-    ENTER_INIT();
-    return event_record(hEvent, hStream);
-}
-
-API cuEventRecord_ptsz(CUevent hEvent, CUstream hStream)
-{
-    ENTER_INIT();
-    return event_record(hEvent, hStream);
-}
+FORWARD2(cuEventRecord, cuEventRecord_ptsz, ENTER_INIT, (CUevent hEvent, CUstream hStream), (void)0,
+         event_record(hEvent, hStream))
 
 API cuEventQuery(CUevent hEvent)
 {
@@ -2461,27 +2306,11 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
     return CUDA_SUCCESS;
 }
 
-API cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
-                   unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes,
-                   CUstream hStream, void **kernelParams, void **extra)
-{
-    ENTER_INIT();
-    (void)sharedMemBytes;
-    (void)kernelParams;
-    (void)extra;
-    return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, hStream);
-}
-
-API cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
-                        unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
-                        unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra)
-{
-    ENTER_INIT();
-    (void)sharedMemBytes;
-    (void)kernelParams;
-    (void)extra;
-    return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, hStream);
-}
+FORWARD2(cuLaunchKernel, cuLaunchKernel_ptsz, ENTER_INIT, (CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+         unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
+         unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra),
+         (void)sharedMemBytes; (void)kernelParams; (void)extra,
+         launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, hStream))
 
 API cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra)
 {
@@ -2505,25 +2334,11 @@ API cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **ker
                   config->blockDimZ, config->hStream);
 }
 
-API cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
-                              unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
-                              unsigned int sharedMemBytes, CUstream hStream, void **kernelParams)
-{
-    ENTER_INIT();
-    (void)sharedMemBytes;
-    (void)kernelParams;
-    return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, hStream);
-}
-
-API cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
-                                   unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
-                                   unsigned int sharedMemBytes, CUstream hStream, void **kernelParams)
-{
-    ENTER_INIT();
-    (void)sharedMemBytes;
-    (void)kernelParams;
-    return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, hStream);
-}
+FORWARD2(cuLaunchCooperativeKernel, cuLaunchCooperativeKernel_ptsz, ENTER_INIT, (CUfunction f, unsigned int gridDimX,
+         unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
+         unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams),
+         (void)sharedMemBytes; (void)kernelParams,
+         launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, hStream))
 
 /* ------------------------------------------------------------------------------------------ */
 /* graphs (minimal: a graph is the sum of its kernel nodes' blocks, launched as one kernel)     */
@@ -2662,17 +2477,8 @@ static CUresult graph_launch(CUgraphExec e, CUstream s)
     return r;
 }
 
-API cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
-{
-    ENTER_INIT();
-    return graph_launch(hGraphExec, hStream);
-}
-
-API cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream)
-{
-    ENTER_INIT();
-    return graph_launch(hGraphExec, hStream);
-}
+FORWARD2(cuGraphLaunch, cuGraphLaunch_ptsz, ENTER_INIT, (CUgraphExec hGraphExec, CUstream hStream), (void)0,
+         graph_launch(hGraphExec, hStream))
 
 static CUresult begin_capture(CUstream s)
 {
@@ -2687,19 +2493,8 @@ static CUresult begin_capture(CUstream s)
     return r;
 }
 
-API cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
-{
-    ENTER_INIT();
-    (void)mode;
-    return begin_capture(hStream);
-}
-
-API cuStreamBeginCapture_v2_ptsz(CUstream hStream, CUstreamCaptureMode mode)
-{
-    ENTER_INIT();
-    (void)mode;
-    return begin_capture(hStream);
-}
+FORWARD2(cuStreamBeginCapture_v2, cuStreamBeginCapture_v2_ptsz, ENTER_INIT,
+         (CUstream hStream, CUstreamCaptureMode mode), (void)mode, begin_capture(hStream))
 
 static CUresult end_capture(CUstream s, CUgraph *ph)
 {
@@ -2712,17 +2507,8 @@ static CUresult end_capture(CUstream s, CUgraph *ph)
     return CUDA_SUCCESS;
 }
 
-API cuStreamEndCapture(CUstream hStream, CUgraph *phGraph)
-{
-    ENTER_INIT();
-    return end_capture(hStream, phGraph);
-}
-
-API cuStreamEndCapture_ptsz(CUstream hStream, CUgraph *phGraph)
-{
-    ENTER_INIT();
-    return end_capture(hStream, phGraph);
-}
+FORWARD2(cuStreamEndCapture, cuStreamEndCapture_ptsz, ENTER_INIT, (CUstream hStream, CUgraph *phGraph), (void)0,
+         end_capture(hStream, phGraph))
 
 static CUresult is_capturing(CUstream s, CUstreamCaptureStatus *st)
 {
@@ -2733,17 +2519,8 @@ static CUresult is_capturing(CUstream s, CUstreamCaptureStatus *st)
     return CUDA_SUCCESS;
 }
 
-API cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus)
-{
-    ENTER_INIT();
-    return is_capturing(hStream, captureStatus);
-}
-
-API cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus)
-{
-    ENTER_INIT();
-    return is_capturing(hStream, captureStatus);
-}
+FORWARD2(cuStreamIsCapturing, cuStreamIsCapturing_ptsz, ENTER_INIT,
+         (CUstream hStream, CUstreamCaptureStatus *captureStatus), (void)0, is_capturing(hStream, captureStatus))
 
 /* ------------------------------------------------------------------------------------------ */
 /* cuGetProcAddress                                                                             */

@@ -59,17 +59,7 @@ static nvmlReturn_t do_init(unsigned flags)
     return NVML_SUCCESS;
 }
 
-API nvmlInit(void)
-{
-    ENTER();
-    return do_init(0);
-}
-
-API nvmlInit_v2(void)
-{
-    ENTER();
-    return do_init(0);
-}
+FORWARD2(nvmlInit, nvmlInit_v2, ENTER, (void), (void)0, do_init(0))
 
 API nvmlInitWithFlags(unsigned int flags)
 {
@@ -153,17 +143,8 @@ static nvmlReturn_t get_count(unsigned int *n)
     return NVML_SUCCESS;
 }
 
-API nvmlDeviceGetCount(unsigned int *deviceCount)
-{
-    ENTER_INIT();
-    return get_count(deviceCount);
-}
-
-API nvmlDeviceGetCount_v2(unsigned int *deviceCount)
-{
-    ENTER_INIT();
-    return get_count(deviceCount);
-}
+FORWARD2(nvmlDeviceGetCount, nvmlDeviceGetCount_v2, ENTER_INIT, (unsigned int *deviceCount), (void)0,
+         get_count(deviceCount))
 
 static nvmlReturn_t by_index(unsigned index, nvmlDevice_t *device)
 {
@@ -173,17 +154,8 @@ static nvmlReturn_t by_index(unsigned index, nvmlDevice_t *device)
     return NVML_SUCCESS;
 }
 
-API nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device)
-{
-    ENTER_INIT();
-    return by_index(index, device);
-}
-
-API nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device)
-{
-    ENTER_INIT();
-    return by_index(index, device);
-}
+FORWARD2(nvmlDeviceGetHandleByIndex, nvmlDeviceGetHandleByIndex_v2, ENTER_INIT,
+         (unsigned int index, nvmlDevice_t *device), (void)0, by_index(index, device))
 
 API nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device)
 {
@@ -219,17 +191,8 @@ static nvmlReturn_t by_pci(const char *bus_id, nvmlDevice_t *device)
     return NVML_ERROR_NOT_FOUND;
 }
 
-API nvmlDeviceGetHandleByPciBusId(const char *pciBusId, nvmlDevice_t *device)
-{
-    ENTER_INIT();
-    return by_pci(pciBusId, device);
-}
-
-API nvmlDeviceGetHandleByPciBusId_v2(const char *pciBusId, nvmlDevice_t *device)
-{
-    ENTER_INIT();
-    return by_pci(pciBusId, device);
-}
+FORWARD2(nvmlDeviceGetHandleByPciBusId, nvmlDeviceGetHandleByPciBusId_v2, ENTER_INIT,
+         (const char *pciBusId, nvmlDevice_t *device), (void)0, by_pci(pciBusId, device))
 
 API nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length)
 {
@@ -296,23 +259,8 @@ static nvmlReturn_t pci_info(nvmlDevice_t device, nvmlPciInfo_t *pci)
     return NVML_SUCCESS;
 }
 
-API nvmlDeviceGetPciInfo(nvmlDevice_t device, nvmlPciInfo_t *pci)
-{
-    ENTER_INIT();
-    return pci_info(device, pci);
-}
-
-API nvmlDeviceGetPciInfo_v2(nvmlDevice_t device, nvmlPciInfo_t *pci)
-{
-    ENTER_INIT();
-    return pci_info(device, pci);
-}
-
-API nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci)
-{
-    ENTER_INIT();
-    return pci_info(device, pci);
-}
+FORWARD3(nvmlDeviceGetPciInfo, nvmlDeviceGetPciInfo_v2, nvmlDeviceGetPciInfo_v3, ENTER_INIT,
+         (nvmlDevice_t device, nvmlPciInfo_t *pci), (void)0, pci_info(device, pci))
 
 API nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int *major, int *minor)
 {
