@@ -31,9 +31,28 @@ BUILD = REPO / "libvgpu" / "build"
 FAKE, ALLOC = BUILD / "fake", BUILD / "programs" / "alloc"
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
 
+
+def can_mount() -> bool:
+    """Root with CAP_SYS_ADMIN, probed (a UID of 0 without capabilities cannot mount)."""
+    import tempfile
+
+    from dra_hami.plugin import claim_dirs
+
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            claim_dirs._mount_tmpfs(Path(d), 0, "size=64k")
+        except OSError:
+            return False
+        claim_dirs._umount(Path(d), 0)
+        return True
+
+
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None or not CGROUP_ROOT.is_dir(),
-    reason="needs root (mounts, namespaces, cgroups, kill), unshare(1) and the cgroup v1 pids hierarchy",
+    shutil.which("unshare") is None
+    or not CGROUP_ROOT.is_dir()
+    or not os.access(CGROUP_ROOT, os.W_OK)
+    or not can_mount(),
+    reason="needs root with CAP_SYS_ADMIN (mounts, namespaces), unshare(1) and a writable cgroup v1 pids hierarchy",
 )
 
 PROBE = r"""

@@ -1,6 +1,6 @@
 """Claim directories that cannot hurt the host: 0700 claims root, one bounded nosuid,nodev,noexec tmpfs per claim.
 
-The mount tests need root (CAP_SYS_ADMIN) and are skipped otherwise; every one unmounts what it mounted.
+The mount tests need root with CAP_SYS_ADMIN (probed) and are skipped otherwise; every one unmounts what it mounted.
 """
 
 from __future__ import annotations
@@ -23,7 +23,31 @@ from dra_hami.plugin.checkpoint import Checkpoint
 from dra_hami.plugin.claim_dirs import ClaimDirError, ClaimDirs
 from dra_hami.plugin.state import PluginState
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+
+def can_mount() -> bool:
+    """Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN), probed, not guessed from the UID."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            cd._mount_tmpfs(Path(d), 0, "size=64k")
+        except OSError:
+            return False
+        cd._umount(Path(d), 0)
+        return True
+
+
+def can_mknod() -> bool:
+    """Whether this process may create device nodes (CAP_MKNOD)."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            os.mknod(Path(d) / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        except OSError:
+            return False
+        return True
+
+
+needs_root = pytest.mark.skipif(
+    not can_mount() or not can_mknod(), reason="needs root with CAP_SYS_ADMIN and CAP_MKNOD (mounts, device nodes)"
+)
 NOBODY = 65534
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_plugin_claim_dirs import can_mknod, can_mount
 
 from dra_hami.plugin.claim_dirs import TRASH_PREFIX, ClaimDirs
 from dra_hami.plugin.tree_removal import MAX_OPEN_DIRS, TreeRemovalError, remove_tree
@@ -95,7 +96,7 @@ def test_fifos_sockets_and_permissionless_dirs_do_not_stop_it(tmp_path: Path) ->
     assert not claim.exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="device nodes need root (CAP_MKNOD)")
+@pytest.mark.skipif(not can_mknod(), reason="device nodes need CAP_MKNOD")
 def test_device_nodes_are_removed(tmp_path: Path) -> None:
     claim = tmp_path / "claim"
     claim.mkdir()
@@ -111,7 +112,7 @@ def test_a_missing_path_and_a_plain_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="a mount point inside the tree needs root")
+@pytest.mark.skipif(not can_mount(), reason="a mount point inside the tree needs CAP_SYS_ADMIN")
 def test_what_cannot_be_removed_is_named_and_the_rest_goes(tmp_path: Path) -> None:
     import subprocess
 
