@@ -62,10 +62,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(target: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(target: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``target`` so readers see the old content or the new, never a mix, even across a crash.
 
     Temp file beside the target (hidden, so runtimes ignore it), fsync, rename, fsync the directory.
+    ``durable=False`` leaves out both fsyncs: still atomic for every reader and across a crash of the
+    writing process, but a power loss may lose the file; only for files the caller rebuilds after a reboot.
     Raises OSError; the temp file never outlives a failure.
     """
     directory = target.parent
@@ -76,19 +78,22 @@ def atomic_write(target: Path, data: bytes, mode: int = 0o644) -> None:
             os.fchmod(out.fileno(), mode)  # mkstemp makes 0600; runtimes may not run as our user
             out.write(data)
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         os.replace(tmp, target)
-        _fsync_dir(directory)
+        if durable:
+            _fsync_dir(directory)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
 
 
-def write_spec(directory: str | os.PathLike[str], spec: Spec, file_id: str) -> Path:
+def write_spec(directory: str | os.PathLike[str], spec: Spec, file_id: str, durable: bool = True) -> Path:
     """Validate ``spec`` and write it atomically as ``<vendor>-<class>_<id>.json``; returns the path.
 
-    Creates the directory if needed. Replaces an existing file of the same name.
+    Creates the directory if needed. Replaces an existing file of the same name. ``durable``: see
+    ``atomic_write``.
     """
     validate_spec(spec)
     target = spec_path(directory, spec.kind, file_id)
@@ -98,7 +103,7 @@ def write_spec(directory: str | os.PathLike[str], spec: Spec, file_id: str) -> P
     except OSError as err:
         raise CDIError(f"cannot create CDI spec directory {target.parent}: {err.strerror or err}") from err
     try:
-        atomic_write(target, data)
+        atomic_write(target, data, durable=durable)
     except OSError as err:
         raise CDIError(f"cannot write CDI spec {target}: {err.strerror or err}") from err
     return target

@@ -22,7 +22,10 @@ class ClaimSpecStore:
         self._prefix = f"{vendor}-{cls}_"  # the transient-spec file naming of cdi.spec_file_name
 
     def write(self, claim_uid: str, spec: dict[str, Any]) -> None:
-        cdi.write_spec(self._dir, self._model(spec), claim_uid)
+        # Not fsynced: the plugin's checkpoint (fsynced before a prepare answers) holds every spec, and a
+        # reboot (the only way to lose page-cache data) changes the boot id, upon which the plugin rewrites
+        # each spec from the checkpoint; the rename still keeps every reader to the old or the new file.
+        cdi.write_spec(self._dir, self._model(spec), claim_uid, durable=False)
 
     def holds(self, claim_uid: str, spec: dict[str, Any]) -> bool:
         try:

@@ -62,6 +62,21 @@ class ClaimRecord:
     # None: recorded by a plugin version that did not keep it (read back from the spec when needed)
     shares: list[ShareUse] | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Any assignment (state, boot id ...) voids the cached encoding; the spec dict is never changed in place.
+        object.__setattr__(self, "_canonical", None)
+        object.__setattr__(self, name, value)
+
+    def canonical(self) -> str:
+        """The record's canonical JSON (sorted keys, compact), computed once per change: every checkpoint
+        write re-encodes all records, and encoding them anew each time made a prepare's cost grow with the
+        number of claims already prepared on the node."""
+        cached = getattr(self, "_canonical", None)
+        if cached is None:
+            cached = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_canonical", cached)
+        return cached
+
     def to_json(self) -> dict[str, Any]:
         data = {
             "namespace": self.namespace,
@@ -89,9 +104,16 @@ class ClaimRecord:
         )
 
 
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _checksum_text(canonical: str) -> str:
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _checksum(data: dict[str, Any]) -> str:
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+    return _checksum_text(_canonical(data))
 
 
 @dataclass
@@ -130,10 +152,13 @@ class Checkpoint:
 
     @staticmethod
     def encode(records: dict[str, ClaimRecord]) -> bytes:
-        data = {"claims": {uid: rec.to_json() for uid, rec in sorted(records.items())}}
-        document = {"kind": KIND, "version": VERSION, "checksum": _checksum(data), "data": data}
-        # Compact on purpose: json's C encoder only runs without indent, and this is on every prepare.
-        return json.dumps(document, separators=(",", ":")).encode()
+        # ``data`` is written in its canonical form (what the checksum covers), assembled from each record's
+        # cached canonical text: exactly json.dumps(data, sort_keys=True, separators=(",", ":")), since
+        # sort_keys orders the claims by UID as sorted() does here.
+        claims = ",".join(f"{json.dumps(uid)}:{rec.canonical()}" for uid, rec in sorted(records.items()))
+        data = f'{{"claims":{{{claims}}}}}'
+        checksum = _checksum_text(data)
+        return f'{{"kind":"{KIND}","version":{VERSION},"checksum":"{checksum}","data":{data}}}'.encode()
 
     def write(self, content: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 """Prepare and unprepare claims: idempotent, crash-safe, and recoverable after a reboot.
 
-Order of effects for a prepare: checkpoint says PrepareStarted -> claim dir and CDI spec written ->
-checkpoint says PrepareCompleted -> answer. A crash anywhere leaves a state that the next prepare redoes
-and the next unprepare (or the sweep) undoes, so nothing is leaked and nothing half-written is trusted.
+Order of effects for a prepare: record held in memory (PrepareStarted, for the capacity guard) -> claim
+dir and CDI spec written -> checkpoint says PrepareCompleted (one fsynced write, shared by concurrent
+prepares) -> answer. A crash anywhere leaves a state that the next prepare redoes and the next unprepare
+(or the sweep, which removes specs and dirs no record names) undoes, so nothing is leaked and nothing
+half-written is trusted. Claim dirs and specs are not fsynced: after a reboot (new boot id) they are
+rebuilt from the checkpoint, which holds each spec.
 """
 
 from __future__ import annotations
@@ -223,7 +226,10 @@ class PluginState:
     ) -> list[ClaimRecord]:
         """Read and check each claim (API reads in parallel) and build its spec; failures go to results."""
         planned = []
-        outcomes = self._pool_executor.map(lambda c: self._plan_one(c, devices), claims)
+        if len(claims) == 1:  # the kubelet's usual call: no hand-off to a reader thread
+            outcomes = [self._plan_one(claims[0], devices)]
+        else:
+            outcomes = list(self._pool_executor.map(lambda c: self._plan_one(c, devices), claims))
         for claim, outcome in zip(claims, outcomes, strict=True):
             if isinstance(outcome, str):
                 results[claim.uid] = PrepareResult(error=outcome)
@@ -275,14 +281,10 @@ class PluginState:
         planned = admitted
         if not planned:
             return
-        try:
-            self._persist()
-        except OSError as err:
-            with self._lock:
-                for record in planned:
-                    del self._records[record.uid]
-            results.update({r.uid: PrepareResult(error=f"writing the checkpoint: {err}") for r in planned})
-            return
+        # The records are held in memory (PrepareStarted, counted by the capacity guard) but not written
+        # yet: the claims' dirs and specs come first, then one checkpoint write records them completed. A
+        # crash in between leaves a spec and a dir that no record names, which the next prepare rewrites
+        # and the sweep removes (orphans), so the former PrepareStarted write bought nothing a second fsync.
         written = []
         for record in planned:
             try:

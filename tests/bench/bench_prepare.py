@@ -1,15 +1,20 @@
-"""NodePrepareResources latency of the real kubelet plugin process over its unix socket.
+"""NodePrepareResources latency and CPU cost of the real kubelet plugin process over its unix socket.
 
-    python tests/bench/bench_prepare.py [--claims 50] [--rounds 3]
+    python tests/bench/bench_prepare.py [--claims 50] [--rounds 3] [--json]
 
 Like a kubelet starting N pods at once: N concurrent single-claim prepares (the kubelet sends one
 call per pod), then the same N claims prepared again (the idempotent path), then N unprepares.
 The plugin reads each claim from an in-memory API server over HTTP, as it reads a real one.
+
+CPU per call is the plugin process's own CPU clock (user + system, from /proc/<pid>/stat) over the
+phase divided by the calls in it: wall time on a shared machine measures the neighbours, this does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -22,6 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from plugin_harness import PluginProcess, allocated_claim
 
 from dra_hami.demo.apiserver import FakeApiServer
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """Seconds of CPU (user, system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK  # utime, stime (fields 14 and 15 of stat)
 
 
 def timed(call, claims, workers):
@@ -36,35 +49,72 @@ def timed(call, claims, workers):
         return sorted(pool.map(one, claims))
 
 
-def summary(name, ms):
-    p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
-    return f"| {name} | {len(ms)} | {statistics.median(ms):.1f} | {p99:.1f} | {ms[-1]:.1f} |"
+def stats(ms: list[float]) -> dict[str, float]:
+    ms = sorted(ms)
+    return {
+        "n": len(ms),
+        "p50": statistics.median(ms),
+        "p99": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
+        "max": ms[-1],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--claims", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
-    rows = {"prepare (first)": [], "prepare (repeat)": [], "unprepare": []}
+    phases = ("prepare (first)", "prepare (repeat)", "unprepare")
+    rows: dict[str, list[float]] = {name: [] for name in phases}
+    cpu: dict[str, float] = dict.fromkeys(phases, 0.0)
+    system: dict[str, float] = dict.fromkeys(phases, 0.0)
     for _ in range(args.rounds):
         api = FakeApiServer().start()
         with tempfile.TemporaryDirectory() as tmp:
-            plugin = PluginProcess(Path(tmp), api).start()
+            # Split count 128: the claims must fit the GPUs, which the plugin checks before preparing.
+            plugin = PluginProcess(Path(tmp), api, extra_args=["--split-count", "128"]).start()
             try:
-                claims = [allocated_claim(f"c-{uuid.uuid4().hex[:6]}", memory="1Gi") for _ in range(args.claims)]
+                assert plugin.proc is not None
+                claims = [
+                    allocated_claim(f"c-{uuid.uuid4().hex[:6]}", memory="128Mi", cores="1", device=f"hami-gpu-{i % 2}")
+                    for i in range(args.claims)
+                ]
                 for claim in claims:
                     api.put("resourceclaims", claim)
-                rows["prepare (first)"] += timed(plugin.prepare, claims, args.claims)
-                rows["prepare (repeat)"] += timed(plugin.prepare, claims, args.claims)
-                rows["unprepare"] += timed(plugin.unprepare, claims, args.claims)
+                calls = {"prepare (first)": plugin.prepare, "prepare (repeat)": plugin.prepare,
+                         "unprepare": plugin.unprepare}  # fmt: skip
+                for name, call in calls.items():
+                    user0, sys0 = process_cpu(plugin.proc.pid)
+                    rows[name] += timed(call, claims, args.claims)
+                    user1, sys1 = process_cpu(plugin.proc.pid)
+                    cpu[name] += user1 - user0 + sys1 - sys0
+                    system[name] += sys1 - sys0
             finally:
                 plugin.cleanup()
                 api.stop()
-    print(f"{args.claims} concurrent single-claim calls x {args.rounds} rounds (ms)\n")
-    print("| call | n | p50 | p99 | max |\n|---|---|---|---|---|")
-    for name, ms in rows.items():
-        print(summary(name, sorted(ms)))
+    result = {
+        "claims": args.claims,
+        "rounds": args.rounds,
+        "load_average": os.getloadavg()[0],
+        "calls": {
+            name: {
+                **stats(rows[name]),
+                "cpu_ms_per_call": cpu[name] * 1000 / len(rows[name]),
+                "system_cpu_ms_per_call": system[name] * 1000 / len(rows[name]),
+            }
+            for name in phases
+        },
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"{args.claims} concurrent single-claim calls x {args.rounds} rounds (ms); load average "
+          f"{result['load_average']:.1f}\n")  # fmt: skip
+    print("| call | n | p50 | p99 | max | plugin CPU per call (of it system) |\n|---|---|---|---|---|---|")
+    for name, row in result["calls"].items():
+        print(f"| {name} | {row['n']} | {row['p50']:.1f} | {row['p99']:.1f} | {row['max']:.1f} | "
+              f"{row['cpu_ms_per_call']:.2f} ({row['system_cpu_ms_per_call']:.2f}) |")  # fmt: skip
 
 
 if __name__ == "__main__":

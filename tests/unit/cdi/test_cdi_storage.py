@@ -299,3 +299,17 @@ def test_list_missing_directory(tmp_path: Path) -> None:
 def test_list_needs_a_valid_kind(tmp_path: Path) -> None:
     with pytest.raises(cdi.CDIError, match=r"^kind: "):
         cdi.list_specs(tmp_path, "bad")
+
+
+def test_atomic_write_not_durable_skips_fsync_but_replaces_atomically(tmp_path, monkeypatch):
+    from cdi import atomic_write
+
+    target = tmp_path / "f.json"
+    target.write_text("old")
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    atomic_write(target, b"new", mode=0o444, durable=False)
+    assert target.read_text() == "new" and oct(target.stat().st_mode & 0o777) == "0o444"
+    assert synced == [] and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+    atomic_write(target, b"newer")
+    assert len(synced) == 2  # the file and its directory

@@ -84,11 +84,11 @@ def test_crash_before_completion_is_redone_by_the_next_prepare(env, tmp_path):
     api, specs, _settings, make = env
     ref = api.add(claim([result()]))
     crashing = CrashingCheckpoint(tmp_path / "cp.json")
-    crashing.crash_on = 2  # after the spec is written, before PrepareCompleted is recorded
+    crashing.crash_on = 1  # after the spec and claim dir are written, before the checkpoint records them
     with pytest.raises(SystemExit):
         make(crashing).prepare([ref])
     assert ref.uid in specs.files
-    assert Checkpoint(tmp_path / "cp.json").load()[ref.uid].state is ClaimState.STARTED
+    assert ref.uid not in Checkpoint(tmp_path / "cp.json").load()  # one write per prepare: none yet
 
     state = make()
     result_ = state.prepare([ref])[ref.uid]
@@ -100,12 +100,38 @@ def test_crash_before_completion_is_undone_by_unprepare(env, tmp_path):
     api, specs, settings, make = env
     ref = api.add(claim([result()]))
     crashing = CrashingCheckpoint(tmp_path / "cp.json")
-    crashing.crash_on = 2
+    crashing.crash_on = 1
     with pytest.raises(SystemExit):
         make(crashing).prepare([ref])
     assert make().unprepare([ref]) == {ref.uid: ""}
     assert specs.files == {} and not settings.claim_dir(ref.uid).exists()
     assert Checkpoint(tmp_path / "cp.json").load() == {}
+
+
+def test_crash_before_completion_is_swept(env, tmp_path):
+    # Nobody calls again (the pod went away while the plugin was down): the sweep removes what no record names.
+    api, specs, settings, make = env
+    ref = api.add(claim([result()]))
+    crashing = CrashingCheckpoint(tmp_path / "cp.json")
+    crashing.crash_on = 1
+    with pytest.raises(SystemExit):
+        make(crashing).prepare([ref])
+    assert settings.claim_dir(ref.uid).is_dir()
+    report = make().sweep()
+    assert report.orphan_specs == [ref.uid] and report.orphan_dirs == [ref.uid]
+    assert specs.files == {} and not settings.claim_dir(ref.uid).exists()
+
+
+def test_one_checkpoint_write_per_prepare(env, tmp_path):
+    api, _specs, _settings, make = env
+    refs = [api.add(claim([result()], name=f"c{i}")) for i in range(3)]
+    counting = CrashingCheckpoint(tmp_path / "cp.json")
+    state = make(counting)
+    for ref in refs:
+        assert state.prepare([ref])[ref.uid].error == ""
+    assert counting.saves == 3
+    assert state.prepare(refs[1:]) and counting.saves == 3  # repeats are answered from memory
+    assert all(r.state is ClaimState.COMPLETED for r in Checkpoint(tmp_path / "cp.json").load().values())
 
 
 def test_failed_spec_write_leaves_nothing(env, tmp_path):
