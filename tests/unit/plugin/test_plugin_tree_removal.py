@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -177,3 +178,53 @@ def test_unprepare_succeeds_whatever_the_tenant_left(tmp_path: Path, devices) ->
     assert specs.files == {} and state.records() == {}
     assert Path("/etc/hostname").exists() or Path("/etc/passwd").exists()
     assert state.sweep().orphan_dirs == ["orphan"] and not orphan.exists()
+
+
+def can_chattr(where: Path) -> bool:
+    probe = where / "chattr-probe"
+    probe.touch()
+    try:
+        done = subprocess.run(["chattr", "+i", str(probe)], capture_output=True, check=False)
+        return done.returncode == 0
+    finally:
+        subprocess.run(["chattr", "-i", str(probe)], capture_output=True, check=False)
+        probe.unlink()
+
+
+def test_an_immutable_file_neither_stops_the_unprepare_nor_is_forgotten(tmp_path: Path, devices, caplog) -> None:
+    """An immutable file (chattr +i: a tenant cannot set it, a host process could) makes removal fail: the
+    claim's unprepare still succeeds, the leftovers are moved aside with the reason logged, and the sweep
+    removes them once the file can go."""
+    from plugin_factories import DRIVER, NODE, claim, result
+    from test_plugin_state import Api, Specs
+
+    from dra_hami.plugin.cdi_spec import CdiSettings
+    from dra_hami.plugin.checkpoint import Checkpoint
+    from dra_hami.plugin.state import PluginState
+
+    if shutil.which("chattr") is None or not can_chattr(tmp_path):
+        pytest.skip("chattr +i needs CAP_LINUX_IMMUTABLE and a filesystem that supports it")
+    api, specs = Api(), Specs()
+    (tmp_path / "libvgpu.so").write_bytes(b"lib")
+    settings = CdiSettings(DRIVER, tmp_path / "vgpu", tmp_path / "libvgpu.so", injection="none")
+    state = PluginState(api, NODE, lambda: devices, settings, specs, Checkpoint(tmp_path / "cp.json"), "boot")
+    ref = api.add(claim([result()]))
+    assert state.prepare([ref])[ref.uid].error == ""
+    stuck = settings.claim_dir(ref.uid) / "deep" / "stuck"
+    stuck.parent.mkdir()
+    stuck.write_text("x")
+    (settings.claim_dir(ref.uid) / "deep" / "other").write_text("y")
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
+    try:
+        with caplog.at_level("ERROR"):
+            assert state.unprepare([ref]) == {ref.uid: ""}
+        assert not settings.claim_dir(ref.uid).exists() and state.records() == {}
+        (aside,) = [p for p in (settings.vgpu_dir / "claims").iterdir()]
+        assert aside.name.startswith(f".trash-{ref.uid}-")
+        assert sorted(p.name for p in (aside / "deep").iterdir()) == ["stuck"]  # the rest went
+        assert any("deep/stuck: Operation not permitted" in m for m in caplog.messages)
+        assert state.sweep().orphan_dirs == []  # still stuck: logged again, kept
+        assert aside.exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck if stuck.exists() else aside / "deep" / "stuck")], check=False)
+    assert state.sweep().orphan_dirs == [aside.name] and not aside.exists()
