@@ -10,18 +10,66 @@ from typing import Any
 import click
 
 from dra_hami import wire
+from dra_hami.quantity import QuantityError, to_int
 
 DEFAULT_PLUGINS_ROOT = Path("/var/lib/kubelet/plugins")
 
-
-def driver_name_option(help: str) -> Callable[[Any], Any]:
-    return click.option(
-        "--driver-name", default=wire.DEFAULT_DRIVER_NAME, envvar="DRA_HAMI_DRIVER_NAME", show_default=True, help=help
-    )
+Decorator = Callable[[Any], Any]
 
 
-def kubeconfig_option(help: str = "Kubeconfig file; in-cluster configuration when omitted.") -> Callable[[Any], Any]:
-    return click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="DRA_HAMI_KUBECONFIG", help=help)
+def _shared(*decls: str, **declared: Any) -> Callable[..., Decorator]:
+    """An option several commands take: its name, type, env var and default are declared here once; each command
+    says in its help what the value means to it (and may override a setting, e.g. make it required)."""
+
+    def option(help: str, **overrides: Any) -> Decorator:
+        return click.option(*decls, **{**declared, "help": help, **overrides})
+
+    return option
+
+
+class Quantity(click.ParamType):
+    """Bytes as an integer or a Kubernetes quantity (512Mi, 1Gi); the error names the option."""
+
+    name = "quantity"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return to_int(value, f"--{(param.name or '').replace('_', '-')}" if param else "value")
+        except QuantityError as err:
+            self.fail(f"{err} (use bytes or a Kubernetes quantity such as 512Mi or 1Gi)", param, ctx)
+
+
+driver_name_option = _shared(
+    "--driver-name", default=wire.DEFAULT_DRIVER_NAME, envvar="DRA_HAMI_DRIVER_NAME", show_default=True
+)
+_kubeconfig = _shared("--kubeconfig", type=click.Path(dir_okay=False), envvar="DRA_HAMI_KUBECONFIG")
+
+
+def kubeconfig_option(help: str = "Kubeconfig file; in-cluster configuration when omitted.") -> Decorator:
+    return _kubeconfig(help)
+
+
+# The node components (kubelet plugin, exporter) must agree on these: the exporter reads what the plugin writes.
+node_name_option = _shared("--node-name", required=True, envvar="DRA_HAMI_NODE_NAME")
+fake_profile_option = _shared("--fake-profile", envvar="DRA_HAMI_FAKE_PROFILE")
+vgpu_dir_option = _shared(
+    "--vgpu-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/usr/local/vgpu"),
+    envvar="DRA_HAMI_VGPU_DIR",
+    show_default=True,
+)
+plugin_dir_option = _shared(
+    "--plugin-dir", type=click.Path(file_okay=False, path_type=Path), envvar="DRA_HAMI_PLUGIN_DIR"
+)
+PLUGIN_DIR_DEFAULT_HELP = "[default: /var/lib/kubelet/plugins/<driver>]"
+
+
+def plugin_dir(value: Path | None, driver_name: str) -> Path:
+    """--plugin-dir as given, else the kubelet's directory for this driver (its default depends on --driver-name)."""
+    return value or DEFAULT_PLUGINS_ROOT / driver_name
 
 
 def logging_options(func: Any) -> Any:
@@ -45,6 +93,18 @@ def logging_options(func: Any) -> Any:
 
 # What port 0 means on every listening option of every command: a free port the OS picks, logged at start.
 PORT_ZERO_HELP = "port 0: a free port, logged at start"
+
+
+def metrics_bind_address_option(default: str, help: str) -> Decorator:
+    """--metrics-bind-address: each component has its own default port; HELP is followed by what port 0 means."""
+    return click.option(
+        "--metrics-bind-address",
+        default=default,
+        envvar="DRA_HAMI_METRICS_BIND_ADDRESS",
+        show_default=True,
+        callback=check_bind_address,
+        help=f"{help}; {PORT_ZERO_HELP}.",
+    )
 
 
 def parse_bind_address(address: str, option: str, example: str = "127.0.0.1:8080") -> tuple[str, int]:

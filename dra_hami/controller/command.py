@@ -9,13 +9,7 @@ import threading
 import click
 
 from dra_hami.allocator import GPU_POLICIES, PolicyChoice
-from dra_hami.cli_options import (
-    PORT_ZERO_HELP,
-    check_bind_address,
-    driver_name_option,
-    kubeconfig_option,
-    logging_options,
-)
+from dra_hami.cli_options import driver_name_option, kubeconfig_option, logging_options, metrics_bind_address_option
 
 
 @click.command("controller")
@@ -47,13 +41,7 @@ from dra_hami.cli_options import (
 @click.option(
     "--identity", envvar="DRA_HAMI_POD_NAME", default=socket.gethostname, help="Holder identity. [default: hostname]"
 )
-@click.option(
-    "--metrics-bind-address",
-    default="0.0.0.0:9402",
-    show_default=True,
-    callback=check_bind_address,
-    help=f"HOST:PORT of /metrics and /healthz; {PORT_ZERO_HELP}.",
-)
+@metrics_bind_address_option("0.0.0.0:9402", "HOST:PORT of /metrics and /healthz")
 @click.option(
     "--orphan-grace",
     type=click.FloatRange(min=0),

@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 
 from dra_hami.cli_options import (
-    PORT_ZERO_HELP,
     check_bind_address,
     driver_name_option,
     kubeconfig_option,
     listen_error,
     logging_options,
+    metrics_bind_address_option,
     parse_bind_address,
 )
 
@@ -89,14 +89,7 @@ log = logging.getLogger(__name__)
     help="Translate HAMi's nvidia.com/gpu, gpumem, gpumem-percentage, gpucores in every namespace; "
     "otherwise only in namespaces labelled dra-hami.project-hami.io/legacy-translation=enabled.",
 )
-@click.option(
-    "--metrics-bind-address",
-    default="0.0.0.0:9403",
-    show_default=True,
-    envvar="DRA_HAMI_METRICS_BIND_ADDRESS",
-    callback=check_bind_address,
-    help=f"HOST:PORT of the Prometheus /metrics endpoint (plain HTTP); {PORT_ZERO_HELP}.",
-)
+@metrics_bind_address_option("0.0.0.0:9403", "HOST:PORT of the Prometheus /metrics endpoint (plain HTTP)")
 @click.option(
     "--quota-resync",
     type=click.FloatRange(min=1),

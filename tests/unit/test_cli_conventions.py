@@ -97,3 +97,38 @@ def test_kubelet_plugin_without_cluster_configuration_is_one_actionable_line(tmp
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "no Kubernetes configuration" in lines[0] and "--kubeconfig FILE" in lines[0]
+
+
+def _declaration(param: click.Parameter) -> tuple:
+    """What must agree wherever an option appears: its env var, type, default and whether it is required."""
+    assert isinstance(param, click.Option)
+    return (param.envvar, repr(param.type), param.default, param.required, param.show_default)
+
+
+def test_a_shared_option_means_the_same_in_every_component():
+    # Declared once in cli_options: the node components read each other's files through these, so a default or
+    # env var that drifted in one of them would point the exporter at a directory the plugin does not use.
+    components = ["kubelet-plugin", "controller", "webhook", "exporter"]
+    declared: dict[str, dict[str, tuple]] = {}
+    for name in components:
+        for param in main.commands[name].params:
+            if isinstance(param, click.Option):
+                declared.setdefault(param.opts[0], {})[name] = _declaration(param)
+    shared = {opt: seen for opt, seen in declared.items() if len(seen) > 1}
+    assert {"--node-name", "--fake-profile", "--vgpu-dir", "--plugin-dir", "--driver-name", "--kubeconfig",
+            "--log-level", "--log-format", "--metrics-bind-address"} <= set(shared)  # fmt: skip
+    for opt, seen in shared.items():
+        if opt == "--metrics-bind-address":  # each component listens on its own default port
+            seen = {n: d[:2] + d[3:] for n, d in seen.items()}
+        assert len(set(seen.values())) == 1, (opt, seen)
+
+
+def test_each_environment_variable_sets_one_option_name():
+    options: dict[str, set[str]] = {}
+    for _, command in all_commands():
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(param.envvar, str):
+                options.setdefault(param.envvar, set()).add(param.opts[0])
+    # install-libvgpu --dest is where the plugin's --vgpu-dir will look, so it reads the same variable.
+    options["DRA_HAMI_VGPU_DIR"].discard("--dest")
+    assert all(len(names) == 1 for names in options.values()), options

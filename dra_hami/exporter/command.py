@@ -2,54 +2,34 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from dra_hami.cli_options import (
-    DEFAULT_PLUGINS_ROOT,
-    PORT_ZERO_HELP,
-    check_bind_address,
+    PLUGIN_DIR_DEFAULT_HELP,
     driver_name_option,
+    fake_profile_option,
     kubeconfig_option,
     logging_options,
+    metrics_bind_address_option,
+    node_name_option,
+    plugin_dir,
+    plugin_dir_option,
+    vgpu_dir_option,
 )
 
 
 @click.command("exporter")
 @driver_name_option("DRA driver name (locates the plugin's directory).")
-@click.option(
-    "--node-name", required=True, envvar="DRA_HAMI_NODE_NAME", help="This node's name (the nodeid/node labels)."
-)
+@node_name_option("This node's name (the nodeid/node labels).")
 @kubeconfig_option("Kubeconfig file; in-cluster configuration when omitted. Used to tell which pod uses a claim.")
-@click.option(
-    "--fake-profile",
-    envvar="DRA_HAMI_FAKE_PROFILE",
-    help="Fake GPUs instead of NVML (same profiles as the kubelet plugin); card usage is then the claims' sum.",
+@fake_profile_option(
+    "Fake GPUs instead of NVML (same profiles as the kubelet plugin); card usage is then the claims' sum."
 )
-@click.option(
-    "--vgpu-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/usr/local/vgpu"),
-    envvar="DRA_HAMI_VGPU_DIR",
-    show_default=True,
-    help="The kubelet plugin's --vgpu-dir: the claim regions are claims/<uid>/vgpu.cache under it.",
+@vgpu_dir_option("The kubelet plugin's --vgpu-dir: the claim regions are claims/<uid>/vgpu.cache under it.")
+@plugin_dir_option(
+    f"The kubelet plugin's --plugin-dir, read for its checkpoint (prepared claims). {PLUGIN_DIR_DEFAULT_HELP}"
 )
-@click.option(
-    "--plugin-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="DRA_HAMI_PLUGIN_DIR",
-    help="The kubelet plugin's --plugin-dir, read for its checkpoint (prepared claims). "
-    "[default: /var/lib/kubelet/plugins/<driver>]",
-)
-@click.option(
-    "--metrics-bind-address",
-    default="0.0.0.0:9401",
-    envvar="DRA_HAMI_METRICS_BIND_ADDRESS",
-    show_default=True,
-    callback=check_bind_address,
-    help=f"HOST:PORT of /metrics and /healthz; {PORT_ZERO_HELP}.",
-)
+@metrics_bind_address_option("0.0.0.0:9401", "HOST:PORT of /metrics and /healthz")
 @click.option(
     "--guard-action",
     type=click.Choice(["off", "event", "kill"]),
@@ -84,7 +64,7 @@ def exporter(**kwargs) -> None:
     from dra_hami.exporter.main import ExporterOptions, run
 
     logs.setup(kwargs.pop("log_level"), kwargs.pop("log_format"))
-    kwargs["plugin_dir"] = kwargs["plugin_dir"] or DEFAULT_PLUGINS_ROOT / kwargs["driver_name"]
+    kwargs["plugin_dir"] = plugin_dir(kwargs["plugin_dir"], kwargs["driver_name"])
     try:
         run(ExporterOptions(**kwargs))
     except (DiscoveryError, OSError) as err:
