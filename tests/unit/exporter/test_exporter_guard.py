@@ -229,3 +229,39 @@ def test_poll_loop_survives_a_failing_poll(tmp_path: Path) -> None:
     stop.set()
     thread.join(5)
     assert node.metric("dra_hami_guard_poll_errors_total")[("node-a",)] >= 2
+
+
+def test_events_go_to_the_claim_without_ever_blocking_the_guard(tmp_path: Path) -> None:
+    import threading
+
+    from dra_hami.exporter.guard import ApiEvents
+
+    release = threading.Event()
+
+    class SlowApi:
+        def __init__(self) -> None:
+            self.requests: list[tuple[str, str, dict]] = []
+
+        def request(self, method: str, path: str, body: dict) -> dict:
+            release.wait(10)  # an API server that does not answer
+            self.requests.append((method, path, body))
+            return {}
+
+    api = SlowApi()
+    events = ApiEvents(api, "node-a", backlog=2)
+    claim = prepared_claims([claim_record("uid-a", "a", [(G0.device_name, GiB, 0)], GPUS, namespace="team")], GPUS)[0]
+    started = time.monotonic()
+    for _ in range(5):
+        events.emit(claim, "GpuMemoryOverLimit", "over")
+    assert time.monotonic() - started < 1  # queued, never waited for
+    assert events.dropped >= 2  # beyond the backlog: dropped and counted, not piled up
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(api.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    method, path, body = api.requests[0]
+    assert (method, path) == ("POST", "/api/v1/namespaces/team/events")
+    assert body["involvedObject"] == {
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "namespace": "team", "name": "a", "uid": "uid-a",
+    }  # fmt: skip
+    assert body["type"] == "Warning" and body["reason"] == "GpuMemoryOverLimit"
