@@ -57,6 +57,12 @@ def installed(cluster: Cluster, helm: str):  # noqa: F811
     cluster.kube.delete(f"/api/v1/namespaces/{NAMESPACE}")
 
 
+def dry(path: str) -> str:
+    """A server-side dry run: admission (the policies included) runs, nothing is stored. Refused writes are
+    tried this way, so the retries while a new policy reaches the admission chain store nothing."""
+    return path + ("&" if "?" in path else "?") + "dryRun=All"
+
+
 def refused(write: Callable[[], Any], *needles: str) -> str:
     """The API server's refusal of ``write`` (403, message containing ``needles``), waiting for the policy to be
     active (a new ValidatingAdmissionPolicy takes a moment to reach the admission chain)."""
@@ -89,22 +95,24 @@ def resource_slice(node: str, name: str | None = None, driver: str = DRIVER) -> 
 def test_the_kubelet_plugin_writes_only_its_own_nodes_slices(cluster: Cluster, installed) -> None:
     plugin = TokenKube(cluster, node_bound_token(cluster, NAMESPACE, sa("kubelet-plugin")))
     own = cluster.node_name
-    message = refused(lambda: plugin.create(resource_slice("some-other-node")),
-                      f"the kubelet plugin of node {own} may write only that node's ResourceSlices")  # fmt: skip
-    assert "some-other-node" not in str(cluster.kube.get(f"{RESOURCE_API}/resourceslices")), message
+    slices = f"{RESOURCE_API}/resourceslices"
+    refused(lambda: plugin.request("POST", dry(slices), resource_slice("some-other-node")),
+            f"the kubelet plugin of node {own} may write only that node's ResourceSlices")  # fmt: skip
     mine = plugin.create(resource_slice(own))  # the allowed write
-    path = f"{RESOURCE_API}/resourceslices/{mine['metadata']['name']}"
+    path = f"{slices}/{mine['metadata']['name']}"
     moved = {**mine, "spec": {**mine["spec"], "nodeName": "some-other-node"}}
-    refused(lambda: plugin.request("PUT", path, moved), "may write only that node's")
+    refused(lambda: plugin.request("PUT", dry(path), moved), "may write only that node's")
     theirs = cluster.kube.create(resource_slice("some-other-node"))  # the admin may
-    their_path = f"{RESOURCE_API}/resourceslices/{theirs['metadata']['name']}"
-    refused(lambda: plugin.request("DELETE", their_path), "may change or delete only that node's")
+    their_path = f"{slices}/{theirs['metadata']['name']}"
+    refused(lambda: plugin.request("DELETE", dry(their_path)), "may change or delete only that node's")
     other_driver = resource_slice(own, driver="gpu.example.com")
-    refused(lambda: plugin.create(other_driver), "ResourceSlices of driver " + DRIVER)
+    refused(lambda: plugin.request("POST", dry(slices), other_driver), "ResourceSlices of driver " + DRIVER)
     plugin.request("DELETE", path)  # its own: allowed
     # A token that is not bound to a pod on a node names no node: it may write no slice at all.
     unbound = TokenKube(cluster, token(cluster, NAMESPACE, sa("kubelet-plugin")))
-    refused(lambda: unbound.create(resource_slice(own)), "token names no node")
+    refused(lambda: unbound.request("POST", dry(slices), resource_slice(own)), "token names no node")
+    left = cluster.kube.get(slices, fieldSelector=f"spec.driver={DRIVER}")["items"]
+    assert [s["spec"]["nodeName"] for s in left] == ["some-other-node"]  # only the admin's
 
 
 def gated_pod(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -117,16 +125,16 @@ def test_the_controller_only_lifts_its_gate_and_sets_its_condition(cluster: Clus
     controller = TokenKube(cluster, token(cluster, NAMESPACE, sa("controller")))
     pod = gated_pod(cluster, "gated")
     path = f"/api/v1/namespaces/{NAMESPACE}/pods/gated"
-    refused(lambda: controller.patch(path, {"metadata": {"labels": {"team": "b"}}}), "only by lifting")
-    refused(lambda: controller.patch(path, [{"op": "remove", "path": "/spec/schedulingGates/1"}], "json"),
+    refused(lambda: controller.patch(dry(path), {"metadata": {"labels": {"team": "b"}}}), "only by lifting")
+    refused(lambda: controller.patch(dry(path), [{"op": "remove", "path": "/spec/schedulingGates/1"}], "json"),
             f"only remove its own scheduling gate {GATE}")  # fmt: skip
     image = [{"op": "replace", "path": "/spec/containers/0/image", "value": "evil.example.com/miner"}]
-    refused(lambda: controller.patch(path, image, "json"), "only by lifting")
+    refused(lambda: controller.patch(dry(path), image, "json"), "only by lifting")
     lifted = controller.patch(path, [{"op": "remove", "path": "/spec/schedulingGates/0"}], "json")  # allowed
     assert [g["name"] for g in lifted["spec"]["schedulingGates"]] == ["example.com/other"]
     assert lifted["metadata"]["labels"] == pod["metadata"]["labels"]
     ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    refused(lambda: controller.patch(path + "/status", ready, "strategic"), "only in its own condition")
+    refused(lambda: controller.patch(dry(path + "/status"), ready, "strategic"), "only in its own condition")
     ours = {"status": {"conditions": [{"type": "DraHamiAllocated", "status": "True", "reason": "Allocated"}]}}
     controller.patch(path + "/status", ours, "strategic")  # allowed
 
@@ -141,14 +149,17 @@ def test_the_webhook_writes_only_the_templates_it_owns(cluster: Cluster, install
                 "metadata": {"name": name, "labels": labels},
                 "spec": {"spec": {"devices": {"requests": [request]}}}}  # fmt: skip
 
-    refused(lambda: webhook.create(template("not-ours", owned=False), NAMESPACE), "only ResourceClaimTemplates")
+    base = f"{RESOURCE_API}/namespaces/{NAMESPACE}/resourceclaimtemplates"
+    refused(lambda: webhook.request("POST", dry(base), template("not-ours", owned=False)),
+            "may write only ResourceClaimTemplates labelled")  # fmt: skip
     webhook.create(template("ours", owned=True), NAMESPACE)  # allowed
     cluster.kube.create(template("users", owned=False), NAMESPACE)
-    base = f"{RESOURCE_API}/namespaces/{NAMESPACE}/resourceclaimtemplates"
-    refused(lambda: webhook.request("DELETE", f"{base}/users"), "change or delete only ResourceClaimTemplates")
-    refused(lambda: webhook.patch(f"{base}/users", {"metadata": {"annotations": {"x": "y"}}}), "it created")
+    refused(lambda: webhook.request("DELETE", dry(f"{base}/users")), "change or delete only ResourceClaimTemplates")
+    # (an update of it fails the first rule already: the message is the first failed rule's)
+    refused(lambda: webhook.patch(dry(f"{base}/users"), {"metadata": {"annotations": {"x": "y"}}}),
+            "may write only ResourceClaimTemplates labelled")  # fmt: skip
     unlabel = {"metadata": {"labels": {"dra-hami.project-hami.io/legacy-template": None}}}
-    refused(lambda: webhook.patch(f"{base}/ours", unlabel), "only ResourceClaimTemplates labelled")
+    refused(lambda: webhook.patch(dry(f"{base}/ours"), unlabel), "only ResourceClaimTemplates labelled")
     webhook.request("DELETE", f"{base}/ours")  # allowed
 
 
@@ -157,7 +168,8 @@ def test_the_webhook_writes_only_the_templates_it_owns(cluster: Cluster, install
 def test_pods_that_set_control_variables_are_refused_by_the_api_server(cluster: Cluster, installed, name, value):
     pod = busybox_pod(f"env-{uuid.uuid4().hex[:6]}", env={"OK": "1", name: value})
     pod["spec"]["initContainers"] = [{**pod["spec"]["containers"][0], "name": "setup", "env": []}]
-    message = refused(lambda: cluster.kube.create(pod, NAMESPACE), "container main of this pod set")
+    pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
+    message = refused(lambda: cluster.kube.request("POST", dry(pods), pod), "container main of this pod set")
     assert "initContainer" not in message  # the message names exactly the containers that set them
 
 
@@ -167,7 +179,7 @@ def test_an_ephemeral_container_cannot_bring_control_variables(cluster: Cluster,
     debug = {"name": "debug", "image": running["spec"]["containers"][0]["image"], "imagePullPolicy": "Never",
              "command": ["sh"], "env": [{"name": "CUDA_DEVICE_SM_LIMIT_0", "value": "100"}]}  # fmt: skip
     patch = {"spec": {"ephemeralContainers": [debug]}}
-    refused(lambda: cluster.kube.patch(path, patch, "strategic"), "ephemeralContainer debug of this pod set")
+    refused(lambda: cluster.kube.patch(dry(path), patch, "strategic"), "ephemeralContainer debug of this pod set")
 
 
 def test_what_the_api_server_stores_for_a_huge_capacity_request(cluster: Cluster, installed) -> None:
