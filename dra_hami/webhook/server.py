@@ -58,7 +58,8 @@ Handler = Callable[[dict[str, Any]], Response]
 class ServerLimits:
     workers: int = 8  # reviews parsed at once: each can hold a 3 MiB body and its parsed JSON
     queue: int = 64  # accepted connections waiting for a worker; more are closed at once
-    request_deadline: float = 10.0  # seconds from a request's first byte (or the handshake) to its answer
+    request_deadline: float = 10.0  # seconds from a request's first line to its answer; also bounds the handshake
+    idle_timeout: float = 2.0  # a kept-alive connection that sends no next request gives its worker back
     max_body: int = MAX_BODY
 
 
@@ -203,7 +204,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self._served = 0
         self._token = self.server.reaper.watch(self.connection, self.server.limits.request_deadline)
+
+    def _arm(self, seconds: float) -> None:
+        self.server.reaper.release(self._token)
+        self._token = self.server.reaper.watch(self.connection, seconds)
 
     def finish(self) -> None:
         self.server.reaper.release(self._token)
@@ -220,10 +226,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         super().handle()
 
     def handle_one_request(self) -> None:
-        # One deadline per request: the next request on a kept-alive connection gets a fresh one.
-        self.server.reaper.release(self._token)
-        self._token = self.server.reaper.watch(self.connection, self.server.limits.request_deadline)
+        # Between requests on a kept-alive connection only a short wait: an idle connection must not hold
+        # one of the few workers (the API server opens a new one when it needs it).
+        if self._served:
+            self._arm(self.server.limits.idle_timeout)
+        self._served += 1
         super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        self._arm(self.server.limits.request_deadline)  # the request line is in: one deadline for the rest
+        return super().parse_request()
 
     def _client_refusal(self) -> str:
         """Why this connection may not post reviews ("" = it may)."""

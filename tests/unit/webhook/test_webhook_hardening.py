@@ -196,3 +196,16 @@ def test_the_worker_pool_and_its_queue_are_bounded(pki) -> None:
         queued_tls.close()
     finally:
         server.shutdown()
+
+
+def test_an_idle_kept_alive_connection_gives_its_worker_back(pki) -> None:
+    server, _ = serve(pki, ServerLimits(workers=1, queue=1, request_deadline=30, idle_timeout=0.3))
+    try:
+        ctx = context(pki, "apiserver")
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok"  # kept alive, then idle: closed after idle_timeout...
+        assert get_health(server, ctx) == 200  # ...so the next caller gets the only worker (not after 30 s)
+        conn.close()
+    finally:
+        server.shutdown()
