@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
     type=click.FloatRange(min=1, max=60),
     default=10.0,
     show_default=True,
-    help="Seconds from a request's first byte (or the TLS handshake) to its answer; slower clients are cut off.",
+    help="Seconds for the TLS handshake, and from a request's first line to its answer; slower clients are cut off.",
 )
 @click.option(
     "--bind-address",

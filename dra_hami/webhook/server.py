@@ -8,9 +8,10 @@ failurePolicy (Ignore for pods, so an outage or a bug never blocks a pod; Fail f
 Only the API server may call it (issue 18 item 7): with a client CA (``--client-ca-file``) the TLS handshake
 requires a client certificate signed by it (the API server presents one when its AdmissionConfiguration
 names it, docs/security.md), optionally with an allowed common name. A fixed pool of workers serves the
-connections (more wait in a bounded queue; beyond it they are closed at once), every request has one total
-deadline from its first byte (TLS handshake included) to the response, so a slow client cannot hold a worker
-(slowloris), and bodies are limited to the largest review the API server can send.
+connections (more wait in a bounded queue; beyond it they are closed at once), the TLS handshake and every
+request have one total deadline each (a request's from its first line to the response), so a slow client
+cannot hold a worker (slowloris), an idle kept-alive connection is closed after a short wait, and bodies are
+limited to the largest review the API server can send.
 """
 
 from __future__ import annotations
