@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -196,5 +197,74 @@ def test_the_guard_kills_only_the_process_over_its_claims_cap(tmp_path: Path, bu
             if path.exists():
                 path.rmdir()
         for path in (cg_base, cg_base.parent):
+            if path.exists():
+                path.rmdir()
+
+
+def test_the_exporter_process_runs_the_guard(tmp_path: Path, built: None) -> None:
+    """`dra-hami exporter --guard-action=kill` as the DaemonSet runs it, on the fake driver (NVML discovery,
+    per-process memory): the bypassing process dies after the grace period and /metrics says so."""
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    vgpu, plugin = tmp_path / "vgpu", tmp_path / "plugin"
+    dirs = ClaimDirs(vgpu / "claims", "tmpfs", 1 << 20)
+    save_checkpoint(plugin, [claim_record("uid-a", "a", [(G0.device_name, GiB, 0)], GPUS)])
+    cgroup = CGROUP_ROOT / f"dra-hami-guard-test-{uuid.uuid4().hex[:8]}" / "kubepods" / f"pod{uuid.uuid4()}"
+    env = fake_env(tmp_path / "fake.state")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exporter = None
+    over = None
+    try:
+        cgroup.mkdir(parents=True)
+        dirs.create("uid-a")
+        (tmp_path / "view").mkdir()
+        over = tenant(env, cgroup, dirs.path("uid-a"), tmp_path / "view", dirs.root, "2g", "uid-b")
+        started = time.monotonic()
+        args = [
+            sys.executable, "-m", "dra_hami", "exporter", "--node-name", "node-a", "--plugin-dir", str(plugin),
+            "--vgpu-dir", str(vgpu), "--metrics-bind-address", f"127.0.0.1:{port}",
+            "--guard-action", "kill", "--guard-grace-seconds", "1", "--guard-interval", "0.2",
+        ]  # fmt: skip
+        exporter_env = {
+            **env,
+            "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "KUBECONFIG": str(tmp_path / "no-such-kubeconfig"),
+        }
+        log = tmp_path / "exporter.log"
+        exporter = subprocess.Popen(args, env=exporter_env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+        assert over.wait(60) == -9, log.read_text()[-3000:]
+        killed_after = time.monotonic() - started
+        assert killed_after >= 1.0  # never before the grace period
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and exporter.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.1)
+        samples = {
+            (s.name, s.labels.get("claim_uid", "")): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+        assert samples[("dra_hami_guard_kills_total", "uid-a")] == 1
+        assert samples[("dra_hami_guard_violations_total", "uid-a")] == 1
+        assert "node guard: killed PID" in log.read_text()
+    finally:
+        if over is not None and over.poll() is None:
+            over.kill()
+            over.wait(10)
+        if exporter is not None:
+            exporter.terminate()
+            exporter.wait(20)
+        dirs.remove("uid-a")
+        for path in (cgroup, cgroup.parent, cgroup.parent.parent):
             if path.exists():
                 path.rmdir()
