@@ -100,10 +100,11 @@ def test_the_kubelet_plugin_writes_only_its_own_nodes_slices(cluster: Cluster, i
             f"the kubelet plugin of node {own} may write only that node's ResourceSlices")  # fmt: skip
     mine = plugin.create(resource_slice(own))  # the allowed write
     path = f"{slices}/{mine['metadata']['name']}"
-    moved = {**mine, "spec": {**mine["spec"], "nodeName": "some-other-node"}}
-    refused(lambda: plugin.request("PUT", dry(path), moved), "may write only that node's")
+    # (spec.nodeName is immutable: the API server itself refuses to move a slice to another node)
     theirs = cluster.kube.create(resource_slice("some-other-node"))  # the admin may
     their_path = f"{slices}/{theirs['metadata']['name']}"
+    bumped = {**theirs, "spec": {**theirs["spec"], "pool": {**theirs["spec"]["pool"], "generation": 2}}}
+    refused(lambda: plugin.request("PUT", dry(their_path), bumped), "may write only that node's")
     refused(lambda: plugin.request("DELETE", dry(their_path)), "may change or delete only that node's")
     other_driver = resource_slice(own, driver="gpu.example.com")
     refused(lambda: plugin.request("POST", dry(slices), other_driver), "ResourceSlices of driver " + DRIVER)
