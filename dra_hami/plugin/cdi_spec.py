@@ -155,7 +155,8 @@ def _claim_edits(claim_uid: str, settings: CdiSettings) -> dict[str, Any]:
     edits: dict[str, Any] = {
         "env": [f"{wire.ENV_SHARED_CACHE}={container_dir / wire.SHARED_CACHE_FILE}"],
         "mounts": [
-            _bind(str(settings.claim_dir(claim_uid)), str(container_dir), "rw"),
+            # noexec as on the node (the claim's tmpfs): nothing the tenant writes there runs, in any runtime
+            _bind(str(settings.claim_dir(claim_uid)), str(container_dir), "rw", "noexec"),
             # the claim's limits: a read-only mount of a root-owned file outside the claim's directory
             _bind(str(settings.limits_file(claim_uid)), f"{wire.CONTAINER_LIMITS_DIR}/{claim_uid}", "ro"),
             _bind(str(settings.libvgpu_path), wire.CONTAINER_LIBVGPU_PATH, "ro"),
@@ -167,8 +168,8 @@ def _claim_edits(claim_uid: str, settings: CdiSettings) -> dict[str, Any]:
     return edits
 
 
-def _bind(host: str, container: str, mode: str) -> dict[str, Any]:
-    return {"hostPath": host, "containerPath": container, "options": [mode, "nosuid", "nodev", "bind"]}
+def _bind(host: str, container: str, mode: str, *extra: str) -> dict[str, Any]:
+    return {"hostPath": host, "containerPath": container, "options": [mode, "nosuid", "nodev", *extra, "bind"]}
 
 
 def _unique(name: str, used: set[str]) -> str:

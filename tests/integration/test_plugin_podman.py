@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 from plugin_harness import PluginProcess, allocated_claim
 from podman import CDI_DIR, make_busybox_rootfs, podman_skip_reason, run_with_cdi
 
 from dra_hami.demo.apiserver import FakeApiServer
+from dra_hami.plugin import claim_dirs
 
 pytestmark = [
     pytest.mark.podman,
@@ -74,3 +78,58 @@ def test_runtime_applies_env_preload_and_claim_dir(plugin, tmp_path):
     assert process.unprepare([claim]).claims[uid].error == ""
     gone = run_with_cdi(list(device.cdi_device_ids), ["/bin/true"], rootfs)
     assert gone.returncode != 0 and "unresolvable CDI devices" in gone.stderr + gone.stdout
+
+
+def test_a_claim_tmpfs_in_a_real_container_is_bounded_and_inert(tmp_path):
+    """The shipped storage (--claim-dir-storage=tmpfs, as the chart runs the plugin): runc binds the claim's
+    tmpfs into the container nosuid,nodev,noexec; the container writes there, but not past the bound."""
+    with tempfile.TemporaryDirectory() as probe:
+        try:
+            claim_dirs._mount_tmpfs(Path(probe), 0, "size=64k")
+        except OSError:
+            pytest.skip("the plugin's tmpfs mount needs CAP_SYS_ADMIN")
+        claim_dirs._umount(Path(probe), 0)
+    api = FakeApiServer().start()
+    libvgpu = tmp_path / "libvgpu.so"
+    libvgpu.write_bytes(b"static busybox never loads this")
+    driver = f"test-{uuid.uuid4().hex[:8]}.dra-hami.example"
+    process = PluginProcess(
+        tmp_path, api, libvgpu=libvgpu, driver_name=driver, cdi_root=CDI_DIR,
+        extra_args=["--claim-dir-storage", "tmpfs", "--claim-dir-size", "1Mi"],
+    ).start()  # fmt: skip
+    try:
+        claim = allocated_claim("c1", memory="4Gi", cores="30")
+        claim["status"]["allocation"]["devices"]["results"][0]["driver"] = driver
+        api.put("resourceclaims", claim)
+        uid = claim["metadata"]["uid"]
+        entry = process.prepare([claim]).claims[uid]
+        assert entry.error == ""
+        (device,) = entry.devices
+        host_dir = process.vgpu_dir / "claims" / uid
+        assert os.path.ismount(host_dir)
+        rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+        inside = f"/usr/local/vgpu/claims/{uid}"
+        script = (
+            f"grep ' {inside} ' /proc/self/mountinfo | sed 's/^/mountinfo: /'; echo hi > {inside}/probe; "
+            f"cp /bin/busybox {inside}/bb && chmod 4755 {inside}/bb; "
+            f"if {inside}/bb true 2>/dev/null; then echo exec=ok; else echo exec=refused; fi; "
+            f"if dd if=/dev/zero of={inside}/fill bs=64k count=64 2>/dev/null; then echo fill=ok; "
+            "else echo fill=refused; fi"
+        )
+        result = run_with_cdi(list(device.cdi_device_ids), ["/bin/sh", "-c", script], rootfs)
+        out = result.stdout.splitlines()
+        (mountinfo,) = [line for line in out if line.startswith("mountinfo: ")]
+        options = mountinfo.removeprefix("mountinfo: ").split(" - ")[0].split()[5].split(",")
+        assert {"nosuid", "nodev", "noexec"} <= set(options), mountinfo
+        assert "exec=refused" in out and "fill=refused" in out, result.stdout + result.stderr
+        assert (host_dir / "probe").read_text() == "hi\n"  # shared with the node (and the exporter)
+        assert process.unprepare([claim]).claims[uid].error == ""
+        assert not host_dir.exists()
+    finally:
+        process.cleanup()
+        api.stop()
+        for leftover in CDI_DIR.glob(f"k8s.{driver}-*"):
+            leftover.unlink()
+        with open("/proc/self/mountinfo") as f:  # a failed assertion skipped the unprepare: no mount may stay
+            for point in [line.split()[4] for line in f if f" {tmp_path}/" in line]:
+                claim_dirs._umount(Path(point), claim_dirs.MNT_DETACH)

@@ -51,7 +51,7 @@ def device_ids(rootfs: Path, host_files: dict[str, Path]) -> Iterator[dict[str, 
                 cdi.Mount(
                     host_path=str(host_files["shared"]),
                     container_path="/var/lib/vgpu",
-                    options=["rw", "nosuid", "nodev", "bind"],
+                    options=["rw", "nosuid", "nodev", "noexec", "bind"],
                 ),
             ],
         ),

@@ -41,7 +41,7 @@ def test_single_slice_env_mounts_and_answer(devices):
     assert mounts["/etc/ld.so.preload"]["hostPath"] == "/usr/local/vgpu/ld.so.preload"
     assert "ro" in mounts["/etc/ld.so.preload"]["options"]
     assert mounts["/usr/local/vgpu/libvgpu.so"]["hostPath"] == "/usr/local/vgpu/libvgpu.so"
-    assert mounts[f"/usr/local/vgpu/claims/{uid}"]["options"][0] == "rw"
+    assert mounts[f"/usr/local/vgpu/claims/{uid}"]["options"] == ["rw", "nosuid", "nodev", "noexec", "bind"]
     # the claim's limits: a read-only, nosuid, nodev bind mount of a file outside the claim's directory
     limits = mounts[f"/usr/local/vgpu/limits/{uid}"]
     assert limits["hostPath"] == f"/usr/local/vgpu/limits/{uid}"
