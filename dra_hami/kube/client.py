@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +20,29 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 RESOURCE_API = "/apis/resource.k8s.io/v1"
 CONNECTION_POOL_SIZE = 32
+TOKEN_REFRESH_SECONDS = 5.0
+
+
+def throttled_refresh(hook: Callable[[Any], None], period: float, clock: Callable[[], float] = time.monotonic):
+    """The client's token-refresh hook, run at most once per ``period`` seconds.
+
+    The kubernetes client runs the hook before every request, and the config loaders' hooks re-apply the whole
+    configuration each time: its host setter scans the process environment for proxy variables (tens of
+    microseconds, hundreds in a pod with many service variables) on every claim read and every controller
+    write. The loaders only re-read a token once it expires (in-cluster: a minute after the last read), so a
+    refresh at most every few seconds changes nothing but the cost."""
+    last = [float("-inf")]
+    lock = threading.Lock()
+
+    def refresh(configuration: Any) -> None:
+        now = clock()
+        with lock:
+            if now - last[0] < period:
+                return
+            last[0] = now
+        hook(configuration)
+
+    return refresh
 
 
 class KubeConfigError(ValueError):
@@ -127,6 +152,9 @@ class RawKubeApi:
         # The client's default pool is 5 connections per CPU: on a 2-core node the plugin's 16 claim-read
         # threads (plus watches) would open and drop a new TLS connection per burst instead of reusing one.
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, CONNECTION_POOL_SIZE)
+        hook = configuration.refresh_api_key_hook
+        if hook is not None:
+            configuration.refresh_api_key_hook = throttled_refresh(hook, TOKEN_REFRESH_SECONDS)
         return cls(client.ApiClient(configuration), qps_timeout)
 
     def request(

@@ -50,24 +50,28 @@ def _amount(memory: int) -> str:
 
 def admit(planned: ClaimRecord, held: Iterable[ClaimRecord], devices: dict[str, NodeDevice]) -> str:
     """'' if ``planned`` fits next to ``held`` on every GPU it uses, else why not (naming the claims)."""
-    loads: dict[str, _Load] = {}
-    for record in held:
-        if record.uid == planned.uid:
-            continue
-        for share in record_shares(record):
-            load = loads.setdefault(share.device, _Load(claims=[]))
-            load.memory += share.memory
-            load.cores += share.cores
-            load.shares += 1
-            assert load.claims is not None
-            if _label(record) not in load.claims:
-                load.claims.append(_label(record))
     mine: dict[str, _Load] = {}
     for share in record_shares(planned):
         want = mine.setdefault(share.device, _Load())
         want.memory += share.memory
         want.cores += share.cores
         want.shares += 1
+    # Runs on every prepare over every prepared claim: only the GPUs the planned claim uses are added up.
+    loads: dict[str, _Load] = {}
+    for record in held:
+        if record.uid == planned.uid:
+            continue
+        for share in record_shares(record):
+            if share.device not in mine:
+                continue
+            load = loads.setdefault(share.device, _Load(claims=[]))
+            load.memory += share.memory
+            load.cores += share.cores
+            load.shares += 1
+            assert load.claims is not None
+            label = _label(record)
+            if label not in load.claims:
+                load.claims.append(label)
     for name, want in sorted(mine.items()):
         device = devices.get(name)
         if device is None:

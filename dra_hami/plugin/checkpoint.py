@@ -68,12 +68,13 @@ class ClaimRecord:
         object.__setattr__(self, name, value)
 
     def canonical(self) -> str:
-        """The record's canonical JSON (sorted keys, compact), computed once per change: every checkpoint
-        write re-encodes all records, and encoding them anew each time made a prepare's cost grow with the
-        number of claims already prepared on the node."""
+        """``"<uid>":<record>`` in canonical JSON (sorted keys, compact), computed once per change: every
+        checkpoint write re-encodes all records, and encoding them anew each time made a prepare's cost grow
+        with the number of claims already prepared on the node."""
         cached = getattr(self, "_canonical", None)
         if cached is None:
-            cached = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+            record = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+            cached = f"{json.dumps(self.uid)}:{record}"
             object.__setattr__(self, "_canonical", cached)
         return cached
 
@@ -155,7 +156,9 @@ class Checkpoint:
         # ``data`` is written in its canonical form (what the checksum covers), assembled from each record's
         # cached canonical text: exactly json.dumps(data, sort_keys=True, separators=(",", ":")), since
         # sort_keys orders the claims by UID as sorted() does here.
-        claims = ",".join(f"{json.dumps(uid)}:{rec.canonical()}" for uid, rec in sorted(records.items()))
+        if any(uid != rec.uid for uid, rec in records.items()):
+            raise ValueError("checkpoint records must be keyed by their claim UID")
+        claims = ",".join(rec.canonical() for _, rec in sorted(records.items()))
         data = f'{{"claims":{{{claims}}}}}'
         checksum = _checksum_text(data)
         return f'{{"kind":"{KIND}","version":{VERSION},"checksum":"{checksum}","data":{data}}}'.encode()

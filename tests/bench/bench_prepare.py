@@ -8,6 +8,10 @@ The plugin reads each claim from an in-memory API server over HTTP, as it reads 
 
 CPU per call is the plugin process's own CPU clock (user + system, from /proc/<pid>/stat) over the
 phase divided by the calls in it: wall time on a shared machine measures the neighbours, this does not.
+
+``--baseline DIR`` runs the plugin of another source tree (e.g. a worktree of an older commit) in alternate
+rounds of the same run, and prints both and their ratios: on a shared machine only figures measured side by
+side compare.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from plugin_harness import PluginProcess, allocated_claim
 
 from dra_hami.demo.apiserver import FakeApiServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -59,21 +65,16 @@ def stats(ms: list[float]) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--claims", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    args = parser.parse_args()
-    phases = ("prepare (first)", "prepare (repeat)", "unprepare")
-    rows: dict[str, list[float]] = {name: [] for name in phases}
-    cpu: dict[str, float] = dict.fromkeys(phases, 0.0)
-    system: dict[str, float] = dict.fromkeys(phases, 0.0)
-    for _ in range(args.rounds):
-        api = FakeApiServer().start()
+def run_rounds(args: argparse.Namespace, source: Path, rows: dict, cpu: dict, system: dict) -> None:
+    """One round: a fresh API server and plugin (started from ``source``), the three phases."""
+    api = FakeApiServer().start()
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(source)  # the plugin subprocess imports dra_hami from there
+    try:
         with tempfile.TemporaryDirectory() as tmp:
-            # Split count 128: the claims must fit the GPUs, which the plugin checks before preparing.
-            plugin = PluginProcess(Path(tmp), api, extra_args=["--split-count", "128"]).start()
+            # Split count 128: the claims must fit the GPUs, which the plugin checks before preparing. The log
+            # level is the plugin's default (the harness asks for debug).
+            plugin = PluginProcess(Path(tmp), api, extra_args=["--split-count", "128", "--log-level", "info"]).start()
             try:
                 assert plugin.proc is not None
                 claims = [
@@ -86,35 +87,80 @@ def main() -> None:
                          "unprepare": plugin.unprepare}  # fmt: skip
                 for name, call in calls.items():
                     user0, sys0 = process_cpu(plugin.proc.pid)
-                    rows[name] += timed(call, claims, args.claims)
+                    rows[name] += timed(call, claims, args.concurrency or args.claims)
                     user1, sys1 = process_cpu(plugin.proc.pid)
                     cpu[name] += user1 - user0 + sys1 - sys0
                     system[name] += sys1 - sys0
             finally:
                 plugin.cleanup()
-                api.stop()
-    result = {
+    finally:
+        api.stop()
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+def figures(rows: dict, cpu: dict, system: dict) -> dict[str, dict[str, float]]:
+    return {
+        name: {
+            **stats(rows[name]),
+            "cpu_ms_per_call": cpu[name] * 1000 / len(rows[name]),
+            "system_cpu_ms_per_call": system[name] * 1000 / len(rows[name]),
+        }
+        for name in rows
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--claims", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=0, help="calls at once (default: all the claims)")
+    parser.add_argument("--baseline", metavar="DIR", help="also run the plugin of this source tree, rounds alternating")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args()
+    phases = ("prepare (first)", "prepare (repeat)", "unprepare")
+    trees = {"this tree": REPO_ROOT}
+    if args.baseline:
+        trees["baseline"] = Path(args.baseline).resolve()
+    acc = {tree: ({p: [] for p in phases}, dict.fromkeys(phases, 0.0), dict.fromkeys(phases, 0.0)) for tree in trees}
+    for _ in range(args.rounds):
+        for tree, source in trees.items():  # alternate, so both see the same machine
+            run_rounds(args, source, *acc[tree])
+    result: dict = {
         "claims": args.claims,
+        "concurrency": args.concurrency or args.claims,
         "rounds": args.rounds,
         "load_average": os.getloadavg()[0],
-        "calls": {
-            name: {
-                **stats(rows[name]),
-                "cpu_ms_per_call": cpu[name] * 1000 / len(rows[name]),
-                "system_cpu_ms_per_call": system[name] * 1000 / len(rows[name]),
-            }
-            for name in phases
-        },
+        "calls": figures(*acc["this tree"]),
     }
+    if args.baseline:
+        base = figures(*acc["baseline"])
+        result["baseline"] = {"source": str(trees["baseline"]), "calls": base}
+        result["ratio_to_baseline"] = {
+            name: {k: result["calls"][name][k] / v for k, v in row.items() if k != "n" and v}
+            for name, row in base.items()
+        }
     if args.json:
         print(json.dumps(result, indent=1))
         return
-    print(f"{args.claims} concurrent single-claim calls x {args.rounds} rounds (ms); load average "
-          f"{result['load_average']:.1f}\n")  # fmt: skip
-    print("| call | n | p50 | p99 | max | plugin CPU per call (of it system) |\n|---|---|---|---|---|---|")
-    for name, row in result["calls"].items():
-        print(f"| {name} | {row['n']} | {row['p50']:.1f} | {row['p99']:.1f} | {row['max']:.1f} | "
-              f"{row['cpu_ms_per_call']:.2f} ({row['system_cpu_ms_per_call']:.2f}) |")  # fmt: skip
+    print(f"{args.claims} single-claim calls, {result['concurrency']} at once, x {args.rounds} rounds (ms); "
+          f"load average {result['load_average']:.1f}\n")  # fmt: skip
+    tables = [("this tree", result["calls"])]
+    if args.baseline:
+        tables.append((f"baseline {args.baseline}", result["baseline"]["calls"]))
+    for title, calls in tables:
+        print(f"{title}:\n")
+        print("| call | n | p50 | p99 | max | plugin CPU per call (of it system) |\n|---|---|---|---|---|---|")
+        for name, row in calls.items():
+            print(f"| {name} | {row['n']} | {row['p50']:.1f} | {row['p99']:.1f} | {row['max']:.1f} | "
+                  f"{row['cpu_ms_per_call']:.2f} ({row['system_cpu_ms_per_call']:.2f}) |")  # fmt: skip
+        print()
+    if args.baseline:
+        for name, ratio in result["ratio_to_baseline"].items():
+            print(f"{name}: this tree / baseline: p50 {ratio.get('p50', 0):.2f}, p99 {ratio.get('p99', 0):.2f}, "
+                  f"CPU per call {ratio.get('cpu_ms_per_call', 0):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

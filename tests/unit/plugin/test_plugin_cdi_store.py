@@ -31,3 +31,15 @@ def test_other_owners_and_garbage_are_not_ours(tmp_path):
     (tmp_path / "nvidia.com-gpu.json").write_text(json.dumps(other))
     (tmp_path / f"k8s.{DRIVER}-claim_broken.json").write_text("{not json")
     assert store.specs() == {}
+
+
+def test_the_spec_model_is_the_one_cdi_build_spec_makes(tmp_path):
+    import cdi
+
+    store = ClaimSpecStore(tmp_path, DRIVER)
+    expected = cdi.build_spec(
+        SPEC["kind"],
+        [cdi.Device.model_validate(d) for d in SPEC["devices"]],
+        container_edits=cdi.ContainerEdits.model_validate(SPEC["containerEdits"]),
+    )
+    assert cdi.spec_to_json(store._model(SPEC)) == cdi.spec_to_json(expected)
