@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from dra_hami.kube import objects as k8s
 from dra_hami.webhook.legacy import LegacyError, has_legacy_resources, parse_legacy_pod
 from dra_hami.webhook.translate import PublishedGpu, published_gpus, translate
 
@@ -56,7 +57,7 @@ def load_documents(text: str, source: str) -> list[dict[str, Any]]:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
         raise InputError(f"{source}: not valid YAML: {err}") from None
-    out = []
+    out: list[dict[str, Any]] = []
     for index, doc in enumerate(docs):
         if not isinstance(doc, dict):
             raise InputError(f"{source}: document {index + 1} is a {type(doc).__name__}, not a Kubernetes object")
@@ -83,7 +84,7 @@ def gpus_of_profile(profile: str, driver: str) -> list[PublishedGpu]:
 
 def preview_pod(pod: dict[str, Any], gpus: list[PublishedGpu], driver: str, where: str, now: str) -> PodPreview:
     """What the webhook does with this pod (translation on, as for a labelled namespace)."""
-    namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+    namespace = k8s.namespace(pod) or "default"
     try:
         legacy = parse_legacy_pod(pod)
         if legacy is None:
@@ -99,7 +100,7 @@ def preview_pod(pod: dict[str, Any], gpus: list[PublishedGpu], driver: str, wher
 def preview(docs: list[dict[str, Any]], gpus: list[PublishedGpu], driver: str, source: str, now: str) -> Preview:
     out = Preview()
     for doc in docs:
-        meta = doc.get("metadata") or {}
+        meta = k8s.meta(doc)
         name = meta.get("name") or meta.get("generateName") or "?"
         if doc.get("kind") != "Pod":
             out.skipped.append(f"{source}: {doc.get('kind') or 'a document without kind'} {name}: not a Pod")

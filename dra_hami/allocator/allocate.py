@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -16,6 +16,7 @@ from .errors import SelectorError
 from .fragmentation import TaskKind
 from .model import ALLOCATION_MODE_ALL, AllocatedDevice, Claim, Device, parse_claim
 from .nodes import Node, Pod, first_untolerated, parse_pod, resource_rejection, resources_fit
+from .ordering import SortKey
 from .policies import PolicyChoice, policy_for
 from .policy import PodSearch, packing_score
 from .search import (
@@ -32,12 +33,14 @@ from .search import (
     selector_sites,
     slots_of,
 )
-from .search_cache import Outcome, search_cache
+from .search_cache import Outcome, Outline, search_cache
 from .state import ClusterState, NodeSummary, task_kinds
 from .topology import TOPOLOGY_LEVELS, topology_value
 
 _SHARE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_REASONS_IN_MESSAGE = 5
+# (function, *arguments): a node's refusal, worded only if the message shows it (most are never read).
+LazyReason = tuple[Any, ...]
 _CLAIM_MARKER = re.compile(CLAIM_MARK + r"(\d+)" + CLAIM_MARK)
 
 
@@ -125,7 +128,7 @@ class _Allocation:
         )
         # Node name -> why not: a string (claim markers still in it) or a deferred (function, *args) rendered
         # only if the pod turns out unplaceable, so that scanning many full nodes builds no messages.
-        self.reasons: dict[str, str | tuple] = {}
+        self.reasons: dict[str, str | LazyReason] = {}
         self._alternative_index = {
             id(alternative): (slot_index, alt_index)
             for slot_index, slot in enumerate(self.slots)
@@ -142,7 +145,7 @@ class _Allocation:
         if problem:
             return Unplaceable(self.pod, {}, problem)
         policy = self.policy
-        best: tuple[tuple, Node, Outcome, int] | None = None
+        best: tuple[SortKey, Node, Outcome, int] | None = None
         feasible = 0
         for node in self._candidate_nodes():
             outcome = self._outcome(node)
@@ -206,7 +209,7 @@ class _Allocation:
                     continue
             yield node
 
-    def _render(self, reason: str | tuple) -> str:
+    def _render(self, reason: str | LazyReason) -> str:
         """The text of a reason, with this pod's claim names (cached reasons are shared by pods asking the same)."""
         if isinstance(reason, tuple):
             reason = reason[0](*reason[1:]) or ""
@@ -275,7 +278,8 @@ class _Allocation:
         """
         state = self.state
         devices = state.devices_on(node)
-        fingerprint: list[tuple] = [tuple(sorted(range(len(devices)), key=lambda i: devices[i].order))]
+        order = tuple(sorted(range(len(devices)), key=lambda i: devices[i].order))
+        fingerprint: list[Hashable] = [order]
         for device in devices:
             entry: list[object] = [
                 device.name,
@@ -357,7 +361,7 @@ class _Allocation:
             return explain(self.slots, candidates, exhausted)
         return solutions
 
-    def _materialise(self, node: Node, outline: tuple) -> Solution:
+    def _materialise(self, node: Node, outline: Outline) -> Solution:
         devices = self.state.devices_on(node)
         return tuple(
             Pick(self.slots[slot].claim_index, self.slots[slot].alternatives[alt], devices[position], amounts)
@@ -385,7 +389,7 @@ class _Allocation:
 
     def _placement(self, node: Node, solution: Solution) -> Placement:
         timestamp = _rfc3339(self.clock())
-        placements = []
+        placements: list[ClaimPlacement] = []
         for claim_index, claim in enumerate(self.pending):
             picks = [p for p in solution if p.claim_index == claim_index]
             results, accounted = [], []
@@ -455,11 +459,11 @@ class _Allocation:
         for class_name, request_names in by_class.items():
             for entry in self.state.classes[class_name].config:
                 config.append({"source": "FromClass", "requests": list(request_names), **copy.deepcopy(dict(entry))})
-        for entry in claim.config:
+        for own in claim.config:
             item: dict[str, Any] = {"source": "FromClaim"}
-            if entry.requests:
-                item["requests"] = list(entry.requests)
-            item.update(copy.deepcopy(dict(entry.configuration)))
+            if own.requests:
+                item["requests"] = list(own.requests)
+            item.update(copy.deepcopy(dict(own.configuration)))
             config.append(item)
         return config
 

@@ -7,6 +7,7 @@ deterministic as results.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -89,7 +90,7 @@ def _as_integer(q: Any) -> ct.IntType:
     return ct.IntType(int(q.value))
 
 
-def _version_part(index: int):
+def _version_part(index: int) -> Callable[[Any], ct.IntType]:
     def part(v: Any) -> ct.IntType:
         if not isinstance(v, Version):
             raise TypeError("needs a semver")
@@ -98,7 +99,7 @@ def _version_part(index: int):
     return part
 
 
-def _arith(sign: int):
+def _arith(sign: int) -> Callable[[Any, Any], CelQuantity]:
     def op(q: Any, other: Any) -> CelQuantity:
         if not isinstance(q, CelQuantity):
             raise TypeError("needs a quantity")

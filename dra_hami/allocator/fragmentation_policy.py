@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .fragmentation import DemandSnapshot, FragmentationScorer, GpuState, TaskKind, cpu_stranded
 from .model import Device
 from .nodes import Node
+from .ordering import SortKey
 from .policy import GpuPolicy, PodSearch
 from .search import Solution
 from .search_cache import Outcome, Outline
@@ -34,7 +35,7 @@ class _Shape:
     idle_before: float  # idle GPU on the node, in GPUs (memory shares summed)
     idle_after: tuple[float, ...]  # the same once each set is allocated
     snapshot: object = None  # the demand snapshot ``scores`` were computed for
-    scores: dict[tuple[int, int], tuple[tuple, int]] | None = None  # cpu levels -> (score, set index)
+    scores: dict[tuple[int, int], tuple[SortKey, int]] | None = None  # cpu levels -> (score, set index)
 
 
 class FragmentationPolicy(GpuPolicy):
@@ -48,7 +49,7 @@ class FragmentationPolicy(GpuPolicy):
     def for_pod(self, search: PodSearch) -> GpuPolicy:
         return FragmentationPolicy(search)
 
-    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+    def device_order_key(self, device: Device, utilisation: float) -> SortKey:
         return packed_order(device, utilisation)
 
     def describe(
@@ -62,7 +63,7 @@ class FragmentationPolicy(GpuPolicy):
         )
         outcome.memo = _Shape(before, after)
 
-    def node_score(self, node: Node, outcome: Outcome) -> tuple[tuple, int]:
+    def node_score(self, node: Node, outcome: Outcome) -> tuple[SortKey, int]:
         """(score, set index) of the best set on ``node``: the least growth of fragmentation plus CPU
         stranding, then the packing tie-break; each term is counted in steps of FRAGMENTATION_RESOLUTION.
 
@@ -86,12 +87,12 @@ class FragmentationPolicy(GpuPolicy):
             return score, index
         return (score[0] - round(growth / FRAGMENTATION_RESOLUTION), *score[1:]), index
 
-    def stop_early(self, score: tuple, feasible: int) -> bool:
+    def stop_early(self, score: SortKey, feasible: int) -> bool:
         return False  # every feasible node is scored, as FGD does: caching keeps that cheap
 
     def _fragmentation_score(
         self, node: Node, outcome: Outcome, cpu_free: int | None, cpu_after: int | None
-    ) -> tuple[tuple, int]:
+    ) -> tuple[SortKey, int]:
         """(score, set index) of the best set on ``node`` by the growth of the node's fragmentation
         (FGD's gradient, counting the pod's CPU), then the packing tie-break. Cached per shape and CPU levels."""
         scorer = self._scorer or self._make_scorer()
@@ -110,7 +111,7 @@ class FragmentationPolicy(GpuPolicy):
         devices = state.devices_on(node)
         before = [scorer.profile(state.gpu_state(d)) for d in devices]
         base = scorer.fragmentation_of(before, levels[0])
-        best: tuple[tuple, int] | None = None
+        best: tuple[SortKey, int] | None = None
         for index, outline in enumerate(outcome.solutions):
             after = list(before)
             for position, gpu in _states_after(state, devices, outline).items():

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from dra_hami.kube import objects as k8s
+
 from .nodes import (
     NodeSelector,
     Taint,
@@ -21,6 +23,7 @@ from .nodes import (
     parse_taint,
     parse_toleration,
 )
+from .ordering import Signature
 from .parsing import boolean, fail, integer, mapping, object_label, quantity, sequence, string
 from .semver import Version
 
@@ -95,7 +98,7 @@ class ExactRequest:
     path: str  # e.g. spec.devices.requests[0].exactly, for error messages
 
     @property
-    def signature(self) -> tuple:
+    def signature(self) -> Signature:
         """Everything that decides which devices can serve it, as a hashable key."""
         return (
             self.class_name,
@@ -318,7 +321,7 @@ def parse_slices(slices: Iterable[dict[str, Any]]) -> list[Device]:
         current = [(obj, label, count) for obj, label, generation, count in members if generation == newest]
         if len(current) < max(count for _, _, count in current):
             continue  # incomplete pool
-        current.sort(key=lambda item: (item[0].get("metadata") or {}).get("name") or "")
+        current.sort(key=lambda item: k8s.name(item[0]))
         for obj, label, _ in current:
             spec = obj["spec"]
             scope = (

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from .ordering import Signature
 from .parsing import fail, mapping, milli_quantity, object_label, quantity, sequence, string
 
 EFFECTS_THAT_REPEL_PODS = ("NoSchedule", "NoExecute")
@@ -317,6 +318,6 @@ def resource_rejection(node: Node, load: NodeLoad, pod: Pod) -> str | None:
     return None
 
 
-def static_signature(pod: Pod) -> tuple:
+def static_signature(pod: Pod) -> Signature:
     """What ``static_rejection`` depends on, as a hashable key."""
     return (tuple(sorted(pod.node_selector.items())), pod.required_affinity, pod.tolerations)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
+from typing import Any
 
 BINPACK = "binpack"
 SPREAD = "spread"
@@ -10,8 +12,13 @@ FIRST_FIT = "first-fit"
 
 _DIGITS = re.compile(r"(\d+)")
 
+# A sort key (lower sorts first). Each policy chooses its own shape, so all they share is "a tuple".
+SortKey = tuple[Any, ...]
+# A hashable summary of a request, pod or node shape: the key of the allocator's caches.
+Signature = tuple[Hashable, ...]
 
-def natural_key(name: str) -> tuple:
+
+def natural_key(name: str) -> tuple[int | str, ...]:
     """hami-gpu-2 before hami-gpu-10."""
     return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
 
@@ -23,7 +30,7 @@ class NodePolicy:
 
     name: str = ""
 
-    def order_key(self, node_name: str, utilisation: float) -> tuple:
+    def order_key(self, node_name: str, utilisation: float) -> SortKey:
         """Lower sorts first; the key ends with the node name, the deterministic tie-break."""
         raise NotImplementedError
 
@@ -33,7 +40,7 @@ class BinpackNodes(NodePolicy):
 
     name = BINPACK
 
-    def order_key(self, node_name: str, utilisation: float) -> tuple:
+    def order_key(self, node_name: str, utilisation: float) -> SortKey:
         return (-utilisation, node_name)
 
 
@@ -42,7 +49,7 @@ class SpreadNodes(NodePolicy):
 
     name = SPREAD
 
-    def order_key(self, node_name: str, utilisation: float) -> tuple:
+    def order_key(self, node_name: str, utilisation: float) -> SortKey:
         return (utilisation, node_name)
 
 
@@ -51,5 +58,5 @@ class FirstFitNodes(NodePolicy):
 
     name = FIRST_FIT
 
-    def order_key(self, node_name: str, utilisation: float) -> tuple:
+    def order_key(self, node_name: str, utilisation: float) -> SortKey:
         return (node_name,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dra_hami.kube import objects as k8s
 from dra_hami.quantity import QuantityError, ceil_int, ceil_milli
 
 from .errors import ParseError
@@ -12,7 +13,7 @@ from .errors import ParseError
 
 def object_label(kind: str, obj: dict[str, Any]) -> str:
     """``ResourceClaim default/c1`` or ``Node node-a``: how error messages name an object."""
-    meta = obj.get("metadata") or {}
+    meta = k8s.meta(obj)
     name = meta.get("name") or "<unnamed>"
     namespace = meta.get("namespace")
     return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"

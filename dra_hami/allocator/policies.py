@@ -14,7 +14,17 @@ from .errors import PolicyError
 from .fragmentation_policy import FRAGMENTATION, FragmentationPolicy
 from .model import Device
 from .nodes import Pod
-from .ordering import BINPACK, FIRST_FIT, SPREAD, BinpackNodes, FirstFitNodes, NodePolicy, SpreadNodes, natural_key
+from .ordering import (
+    BINPACK,
+    FIRST_FIT,
+    SPREAD,
+    BinpackNodes,
+    FirstFitNodes,
+    NodePolicy,
+    SortKey,
+    SpreadNodes,
+    natural_key,
+)
 from .policy import GpuPolicy
 from .topology import TOPOLOGY, TopologyPolicy, packed_order
 
@@ -27,7 +37,7 @@ class BinpackGpus(GpuPolicy):
 
     name = BINPACK
 
-    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+    def device_order_key(self, device: Device, utilisation: float) -> SortKey:
         return packed_order(device, utilisation)
 
 
@@ -36,7 +46,7 @@ class SpreadGpus(GpuPolicy):
 
     name = SPREAD
 
-    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+    def device_order_key(self, device: Device, utilisation: float) -> SortKey:
         return (utilisation, natural_key(device.name))
 
 
@@ -45,7 +55,7 @@ class FirstFitGpus(GpuPolicy):
 
     name = FIRST_FIT
 
-    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+    def device_order_key(self, device: Device, utilisation: float) -> SortKey:
         return (device.order,)
 
 

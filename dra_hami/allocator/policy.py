@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from .model import Device, DeviceKey
 from .nodes import Node, Pod
+from .ordering import SortKey
 from .search import Solution
 from .search_cache import Outcome, SearchCache
 
@@ -52,14 +53,14 @@ class GpuPolicy:
         """Outcomes are cached per request signature and this key: variants that search differently differ."""
         return self.name
 
-    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+    def device_order_key(self, device: Device, utilisation: float) -> SortKey:
         raise NotImplementedError
 
     def device_groups(self, devices: Sequence[Device]) -> Sequence[frozenset[DeviceKey] | None]:
         """Device subsets to search, in order (None: all devices)."""
         return (None,)
 
-    def set_effect(self, state: ClusterState, solution: Solution) -> tuple:
+    def set_effect(self, state: ClusterState, solution: Solution) -> SortKey:
         """Devices used alike, given the same amounts, make the same set."""
         return tuple((state.gpu_state(p.device), state.utilisation(p.device), _frozen(p.amounts)) for p in solution)
 
@@ -68,11 +69,11 @@ class GpuPolicy:
     ) -> None:
         """Fill in what ``node_score`` needs of a node shape (outcome.score/best/memo); nothing for greedy."""
 
-    def node_score(self, node: Node, outcome: Outcome) -> tuple[tuple, int]:
+    def node_score(self, node: Node, outcome: Outcome) -> tuple[SortKey, int]:
         """(score, index of the chosen set) on ``node``."""
         return outcome.score, outcome.best
 
-    def stop_early(self, score: tuple, feasible: int) -> bool:
+    def stop_early(self, score: SortKey, feasible: int) -> bool:
         """Whether to stop scanning nodes after ``feasible`` feasible ones, the last scoring ``score``."""
         return True
 
@@ -82,5 +83,5 @@ def packing_score(state: ClusterState, solution: Solution) -> float:
     return sum(state.utilisation(pick.device) for pick in solution)
 
 
-def _frozen(amounts: Mapping[str, int] | None) -> tuple | None:
+def _frozen(amounts: Mapping[str, int] | None) -> tuple[tuple[str, int], ...] | None:
     return None if amounts is None else tuple(sorted(amounts.items()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -133,7 +134,7 @@ def _usable(
     if taint is not None:
         return f"{device.name}: taint {taint} not tolerated", None
     amounts, reason = consumption(device, alternative.capacity_requests)
-    if reason:
+    if amounts is None:  # exactly when there is a reason
         return f"{device.name}: {reason}", None
     if alternative.admin_access:
         return None, None  # admin access may use devices in use and consumes nothing
@@ -271,7 +272,7 @@ class NodeSearch:
     def _constrain(
         self, claim_index: int, claim: Claim, request_name: str, device: Device
     ) -> Callable[[], None] | None:
-        undos: list[Callable[[], None]] = []
+        undos: list[Callable[[], object]] = []
         for c_index, constraint in enumerate(claim.constraints):
             if not constraint.applies_to(request_name):
                 continue
@@ -285,7 +286,7 @@ class NodeSearch:
                 ok = current is None or (type(current) is type(value) and current == value)
                 if ok and current is None:
                     self._match[slot] = value
-                    undos.append(lambda s=slot: self._match.pop(s, None))
+                    undos.append(functools.partial(self._match.pop, slot, None))
             else:
                 seen = self._distinct.setdefault(slot, [])
                 ok = not any(type(v) is type(value) and v == value for v in seen)

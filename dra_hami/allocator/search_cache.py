@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from .fragmentation import DemandSnapshot, FragmentationScorer
+from .ordering import Signature, SortKey
 
 if TYPE_CHECKING:
     from .state import ClusterState
@@ -38,19 +39,21 @@ class Outcome:
     reason: str | None = None  # why no set of devices fits (claim markers stand for the claims' names)
     solutions: tuple[Outline, ...] = ()
     packing: tuple[float, ...] = ()  # per solution: tie-break, devices already in use preferred
-    score: tuple = ()  # the best solution's score, for policies whose score depends on the shape only
+    score: SortKey = ()  # the best solution's score, for policies whose score depends on the shape only
     best: int = 0  # index of that solution
     memo: Any = None  # what the GPU policy keeps about this shape (GpuPolicy.describe)
 
 
 class SearchCache:
     def __init__(self) -> None:
-        self._static_ids: dict[tuple, dict[str, int]] = {}  # request signature -> node -> static shape id
-        self._shape_ids: dict[tuple, int] = {}  # static fingerprint -> id
-        self._outcomes: dict[tuple, dict[tuple[int, int], Outcome]] = {}  # (signature, policy) -> shape -> outcome
+        self._static_ids: dict[Signature, dict[str, int]] = {}  # request signature -> node -> static shape id
+        self._shape_ids: dict[Signature, int] = {}  # static fingerprint -> id
+        self._outcomes: dict[Signature, dict[tuple[int, int], Outcome]] = {}  # (signature, policy) -> shape -> outcome
         self._scorer: FragmentationScorer | None = None
 
-    def for_requests(self, signature: tuple, policy_key: object) -> tuple[dict[str, int], dict[tuple, Outcome]]:
+    def for_requests(
+        self, signature: Signature, policy_key: object
+    ) -> tuple[dict[str, int], dict[tuple[int, int], Outcome]]:
         """(node -> static shape id, (static id, usage id) -> outcome) for one request signature and GPU policy."""
         if len(self._static_ids) > MAX_CACHED_SIGNATURES:
             self._static_ids.clear()
@@ -62,7 +65,7 @@ class SearchCache:
             outcomes = self._outcomes[key] = {}
         return static_ids, outcomes
 
-    def shape_id(self, fingerprint: tuple) -> int:
+    def shape_id(self, fingerprint: Signature) -> int:
         """The id of a static fingerprint: equal fingerprints, equal ids."""
         shape_id = self._shape_ids.get(fingerprint)
         if shape_id is None:
@@ -75,7 +78,7 @@ class SearchCache:
             self._scorer = FragmentationScorer(snapshot)
         return self._scorer
 
-    def static_ids(self) -> dict[tuple, dict[str, int]]:
+    def static_ids(self) -> dict[Signature, dict[str, int]]:
         """Request signature -> node -> static shape id (for tests and debugging)."""
         return self._static_ids
 

@@ -28,7 +28,7 @@ from .model import (
     parse_slices,
 )
 from .nodes import Node, NodeLoad, Pod, parse_node, parse_pod, static_rejection, static_signature
-from .ordering import NodePolicy
+from .ordering import NodePolicy, Signature, SortKey
 
 if TYPE_CHECKING:
     from .allocate import Placement
@@ -95,13 +95,13 @@ class ClusterState:
         self._gpu_states: dict[DeviceKey, GpuState] = {}
         # Node policy -> nodes sorted by their order key (each key ends with the node name), kept sorted
         # incrementally: a commit re-positions only the nodes it touched (marked dirty) instead of re-sorting all.
-        self._order_keys: dict[str, dict[str, tuple]] = {}  # node policy -> node -> its key in the sorted list
-        self._ordered: dict[str, list[tuple]] = {}
+        self._order_keys: dict[str, dict[str, SortKey]] = {}  # node policy -> node -> its key in the sorted list
+        self._ordered: dict[str, list[SortKey]] = {}
         self._order_dirty: dict[str, set[str]] = {}
         self._usage_ids: dict[str, int] = {}  # node -> interned usage fingerprint of the devices visible from it
-        self._usage_interned: dict[tuple, int] = {}
+        self._usage_interned: dict[Signature, int] = {}
         self._usage_issued = 0
-        self._static_filters: dict[tuple, tuple[list[str], dict[str, str]]] = {}
+        self._static_filters: dict[Signature, tuple[list[str], dict[str, str]]] = {}
         for claim in claims:
             self.record_claim(claim)
         for pod in pods:
@@ -192,12 +192,12 @@ class ClusterState:
             return sorted(names, key=lambda n: self._order_key(policy, n))
         return [key[-1] for key in ordered if key[-1] in wanted]
 
-    def _order_key(self, policy: NodePolicy, name: str) -> tuple:
+    def _order_key(self, policy: NodePolicy, name: str) -> SortKey:
         node = self.nodes.get(name)
         utilisation = self.summary(node).utilisation if node is not None else 0.0
         return policy.order_key(name, utilisation)
 
-    def _sorted_nodes(self, policy: NodePolicy) -> list[tuple]:
+    def _sorted_nodes(self, policy: NodePolicy) -> list[SortKey]:
         ordered = self._ordered.get(policy.name)
         keys = self._order_keys.setdefault(policy.name, {})
         if ordered is None:
@@ -228,11 +228,13 @@ class ClusterState:
         cached = self._usage_ids.get(node.name)
         if cached is None:
             usage = self._usage
-            fingerprint = []
+            fingerprint: list[Signature | None] = []
             for device in self.devices_on(node):
                 u = usage.get(device.key)
-                idle = u is None or (not u.exclusive and not u.shares and not u.consumed)
-                fingerprint.append(None if idle else (u.exclusive, u.shares, tuple(sorted(u.consumed.items()))))
+                if u is None or (not u.exclusive and not u.shares and not u.consumed):
+                    fingerprint.append(None)  # idle
+                else:
+                    fingerprint.append((u.exclusive, u.shares, tuple(sorted(u.consumed.items()))))
             key = tuple(fingerprint)
             cached = self._usage_interned.get(key)
             if cached is None:
@@ -285,7 +287,8 @@ class ClusterState:
         return cached
 
     def _summarise(self, devices: list[Device]) -> NodeSummary:
-        free_devices, max_free, util = 0, {}, 0.0
+        free_devices, util = 0, 0.0
+        max_free: dict[str, tuple[int, str]] = {}
         for device in devices:
             usage = self.usage(device.key)
             util += self.utilisation(device)
@@ -426,7 +429,7 @@ def task_kinds(results: Iterable[tuple[str, Device, Mapping[str, int] | None]], 
     by_request: dict[str, list[tuple[Device, Mapping[str, int] | None]]] = {}
     for request, device, amounts in results:
         by_request.setdefault(request, []).append((device, amounts))
-    kinds = []
+    kinds: list[TaskKind] = []
     for taken in by_request.values():
         share, cores = 0.0, 0
         for device, amounts in taken:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from dra_hami.wire import ATTR_PCIE_ROOT
 
 from .model import Device, DeviceKey
-from .ordering import natural_key
+from .ordering import SortKey, natural_key
 from .policy import GpuPolicy, PodSearch
 from .search import Solution
 from .search_cache import Outcome
@@ -34,7 +34,7 @@ def topology_groups(devices: Sequence[Device]) -> list[frozenset[DeviceKey]]:
     """Sets of devices sharing a NUMA node, a PCIe root or an NVLink group: the aligned sets to try first."""
     groups: list[frozenset[DeviceKey]] = []
     for level in TOPOLOGY_LEVELS:
-        by_value: dict[object, set] = {}
+        by_value: dict[object, set[DeviceKey]] = {}
         for device in devices:
             value = topology_value(device, level)
             if value is not None:
@@ -58,7 +58,7 @@ def topology_score(solution: Solution) -> tuple[int, ...]:
     return tuple(score)
 
 
-def packed_order(device: Device, utilisation: float) -> tuple:
+def packed_order(device: Device, utilisation: float) -> SortKey:
     """Devices already in use first (binpack's order), then by name."""
     return (-utilisation, natural_key(device.name))
 
@@ -70,13 +70,13 @@ class TopologyPolicy(GpuPolicy):
         # Topology only matters when a pod takes several devices; otherwise it packs like binpack.
         return self if search.several_devices else _ONE_DEVICE
 
-    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+    def device_order_key(self, device: Device, utilisation: float) -> SortKey:
         return packed_order(device, utilisation)
 
     def device_groups(self, devices: Sequence[Device]) -> Sequence[frozenset[DeviceKey] | None]:
         return [*topology_groups(devices), None]
 
-    def set_effect(self, state: ClusterState, solution: Solution) -> tuple:
+    def set_effect(self, state: ClusterState, solution: Solution) -> SortKey:
         return (*super().set_effect(state, solution), topology_score(solution))
 
     def describe(
@@ -85,7 +85,7 @@ class TopologyPolicy(GpuPolicy):
         scored = [((*topology_score(sol), outcome.packing[i]), i) for i, sol in enumerate(kept)]
         outcome.score, outcome.best = max(scored, key=lambda item: (item[0], -item[1]))
 
-    def stop_early(self, score: tuple, feasible: int) -> bool:
+    def stop_early(self, score: SortKey, feasible: int) -> bool:
         # Nothing can beat a fully aligned set on an earlier node; and the scan is bounded.
         return score[: len(PERFECT_TOPOLOGY)] == PERFECT_TOPOLOGY or feasible >= MAX_SCORED_NODES
 
@@ -99,7 +99,7 @@ class _OneDevice(GpuPolicy):
     def cache_key(self) -> object:
         return (TOPOLOGY, "one device")
 
-    def device_order_key(self, device: Device, utilisation: float) -> tuple:
+    def device_order_key(self, device: Device, utilisation: float) -> SortKey:
         return packed_order(device, utilisation)
 
 

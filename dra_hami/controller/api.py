@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import RESOURCE_API, ApiError, RawKubeApi
 from dra_hami.quota import GROUP, PLURAL, VERSION
 
@@ -122,7 +123,7 @@ class RawControllerApi:
         return self.raw.patch_object(pod_path(key) + "/status", patch, kind="strategic")
 
     def record_event(self, pod: dict[str, Any], reason: str, message: str, warning: bool) -> None:
-        meta = pod.get("metadata") or {}
+        meta = k8s.meta(pod)
         namespace = meta.get("namespace") or "default"
         now = datetime.now(UTC)
         event = {

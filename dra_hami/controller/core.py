@@ -22,6 +22,7 @@ from dra_hami.allocator import (
     utc_now,
 )
 from dra_hami.allocator.policies import policy_for_pod
+from dra_hami.kube import objects as k8s
 
 from . import pods as p
 from . import quota
@@ -122,7 +123,7 @@ def decide(view: View, pod: dict[str, Any], settings: Settings) -> Decision | No
     if all(p.allocation(c) for c in claims):
         return Ungate(p.allocated_node(claims[0]))
 
-    meta = pod.get("metadata") or {}
+    meta = k8s.meta(pod)
     try:
         policy = policy_for_pod(settings.default_policy, meta.get("annotations") or {})
     except PolicyError as err:
@@ -140,7 +141,7 @@ def decide(view: View, pod: dict[str, Any], settings: Settings) -> Decision | No
         writes = tuple(
             ClaimWrite(
                 placed.claim_key,
-                str((by_key[placed.claim_key].get("metadata") or {}).get("resourceVersion") or ""),
+                k8s.resource_version(by_key[placed.claim_key]),
                 placed.allocation,
             )
             for placed in outcome.claims
@@ -162,12 +163,12 @@ def decide(view: View, pod: dict[str, Any], settings: Settings) -> Decision | No
 
 
 def _key(claim: dict[str, Any]) -> str:
-    meta = claim.get("metadata") or {}
+    meta = k8s.meta(claim)
     return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
 def _claims_of(view: View, pod: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+    namespace = k8s.namespace(pod) or "default"
     claims = []
     for ref in p.claim_refs(pod):
         if ref.claim_name is None:
@@ -251,7 +252,7 @@ def orphaned_allocations(view: View, driver: str) -> list[str]:
     no live pod references the claim and nothing that still exists has it reserved.
     """
     users = claim_users(view)
-    pod_uids = {(o.get("metadata") or {}).get("uid") for o in view.pods.values()}
+    pod_uids = {k8s.meta(o).get("uid") for o in view.pods.values()}
     orphans = []
     for key, claim in view.claims.items():
         if not p.allocation(claim) or p.scheduler_owned(claim) or not p.only_driver(claim, driver):

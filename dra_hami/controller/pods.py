@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dra_hami.kube import objects as k8s
+
 DELETE_PROTECTION = "resource.kubernetes.io/delete-protection"  # the scheduler's finalizer on its own allocations
 
 
@@ -21,7 +23,7 @@ def has_gate(pod: dict[str, Any], gate: str) -> bool:
 
 
 def is_deleting(obj: dict[str, Any]) -> bool:
-    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+    return bool(k8s.meta(obj).get("deletionTimestamp"))
 
 
 def is_finished(pod: dict[str, Any]) -> bool:
@@ -29,7 +31,7 @@ def is_finished(pod: dict[str, Any]) -> bool:
 
 
 def pod_key(pod: dict[str, Any]) -> str:
-    meta = pod.get("metadata") or {}
+    meta = k8s.meta(pod)
     return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
@@ -45,10 +47,9 @@ def claim_refs(pod: dict[str, Any]) -> list[ClaimRef]:
 
     A status entry without a claim name means Kubernetes decided no claim is needed: it is left out.
     """
-    spec = pod.get("spec") or {}
-    statuses = {s.get("name"): s for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []}
+    statuses = {s.get("name"): s for s in k8s.pod_claim_statuses(pod)}
     refs = []
-    for entry in spec.get("resourceClaims") or []:
+    for entry in k8s.pod_claims(pod):
         name = entry.get("name") or ""
         if entry.get("resourceClaimName"):
             refs.append(ClaimRef(name, entry["resourceClaimName"], False))
@@ -62,17 +63,17 @@ def claim_refs(pod: dict[str, Any]) -> list[ClaimRef]:
 
 
 def claim_keys(pod: dict[str, Any]) -> list[str]:
-    namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+    namespace = k8s.namespace(pod) or "default"
     return [f"{namespace}/{r.claim_name}" for r in claim_refs(pod) if r.claim_name]
 
 
 def owned_by(claim: dict[str, Any], pod: dict[str, Any]) -> bool:
-    uid = (pod.get("metadata") or {}).get("uid")
-    return any(o.get("uid") == uid for o in (claim.get("metadata") or {}).get("ownerReferences") or [])
+    uid = k8s.meta(pod).get("uid")
+    return any(o.get("uid") == uid for o in k8s.meta(claim).get("ownerReferences") or [])
 
 
-def allocation(claim: dict[str, Any]) -> dict[str, Any] | None:
-    return (claim.get("status") or {}).get("allocation") or None
+def allocation(claim: dict[str, Any]) -> k8s.AllocationResult | None:
+    return k8s.allocation(claim)
 
 
 def reserved_for(claim: dict[str, Any]) -> list[dict[str, Any]]:
@@ -81,7 +82,7 @@ def reserved_for(claim: dict[str, Any]) -> list[dict[str, Any]]:
 
 def scheduler_owned(claim: dict[str, Any]) -> bool:
     """Allocated by kube-scheduler: it adds its delete-protection finalizer, we never do."""
-    return DELETE_PROTECTION in ((claim.get("metadata") or {}).get("finalizers") or [])
+    return DELETE_PROTECTION in (k8s.meta(claim).get("finalizers") or [])
 
 
 def allocated_node(claim: dict[str, Any]) -> str | None:

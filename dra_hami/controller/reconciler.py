@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError
 
 from . import pods as p
@@ -199,7 +200,7 @@ class Reconciler:
             if claim is None or not p.allocation(claim):
                 continue
             self._require_lease()
-            rv = str((claim.get("metadata") or {}).get("resourceVersion") or "")
+            rv = k8s.resource_version(claim)
             try:
                 answer = self.api.clear_allocation(key, rv)
             except ApiError as err:

@@ -20,6 +20,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dra_hami.cli_options import listen_error, parse_bind_address
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError, RawKubeApi
 from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
 
@@ -237,7 +238,7 @@ class Controller:
                 self._sweep_at = min(self._sweep_at, time.monotonic() + 0.5)  # its allocations may be orphans now
         elif kind == CLAIMS and event_type != DELETED:
             namespace = change.key.split("/", 1)[0]
-            for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
+            for owner in k8s.meta(obj).get("ownerReferences") or []:
                 if owner.get("kind") == "Pod":
                     self._enqueue_if_gated(f"{namespace}/{owner.get('name')}")
             for waiting in [w for w in self.reconciler.waiting if w.startswith(namespace + "/")]:

@@ -16,6 +16,7 @@ from dra_hami.allocator import (
     AllocatorError,
     ClusterState,
     DemandModel,
+    Device,
     SelectorCache,
     parse_claim,
     parse_device_class,
@@ -23,6 +24,7 @@ from dra_hami.allocator import (
     parse_pod,
     parse_slices,
 )
+from dra_hami.kube import objects as k8s
 from dra_hami.quota import Accounting
 
 log = logging.getLogger(__name__)
@@ -39,14 +41,14 @@ ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
 
 def object_key(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
+    meta = k8s.meta(obj)
     namespace = meta.get("namespace")
     return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
 
 
 def _rv(obj: dict[str, Any]) -> int | None:
     try:
-        return int((obj.get("metadata") or {}).get("resourceVersion") or "")
+        return int(k8s.resource_version(obj))
     except ValueError:
         return None
 
@@ -170,8 +172,8 @@ class View:
             else:
                 self._account_pod(key, None if event_type == DELETED else obj)
         if kind == CLAIMS:
-            had = bool(((old or {}).get("status") or {}).get("allocation"))
-            has = event_type != DELETED and bool((obj.get("status") or {}).get("allocation"))
+            had = k8s.allocation(old) is not None
+            has = event_type != DELETED and k8s.allocation(obj) is not None
             return Change(kind, key, had and not has)
         freed = event_type == DELETED or (bool(old) and _pod_finished(obj) and not _pod_finished(old or {}))
         return Change(kind, key, freed)
@@ -250,7 +252,7 @@ class View:
             self._account_pod(key, obj)
         return state
 
-    def _devices(self) -> list:
+    def _devices(self) -> list[Device]:
         try:
             return parse_slices(self.slices.values())
         except AllocatorError:

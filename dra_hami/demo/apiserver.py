@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
+from dra_hami.kube import objects as k8s
+
 _PATH = re.compile(r"^/apis/resource\.k8s\.io/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?$")
 _KINDS = {
     "resourceclaims": "ResourceClaim",
@@ -53,8 +55,7 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._port}"  # where _bind listens
 
     def start(self) -> FakeApiServer:
         """Serve (again, on the same port, with the same objects, after ``stop``: an API server restart)."""
@@ -174,7 +175,7 @@ class FakeApiServer:
             if current is None:
                 return _not_found(resource, name or "")
             if method == "PUT":
-                sent = (body.get("metadata") or {}).get("resourceVersion")
+                sent = k8s.meta(body).get("resourceVersion")
                 if sent and sent != current["metadata"]["resourceVersion"]:
                     return _status(
                         HTTPStatus.CONFLICT,
@@ -213,7 +214,7 @@ def _selected(obj: dict[str, Any], query: dict[str, str]) -> bool:
 
 
 def _status(code: HTTPStatus, message: str, reason: str = "") -> tuple[int, dict[str, Any]]:
-    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message}
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message}
     body.update({"reason": reason or code.phrase.replace(" ", ""), "code": int(code)})
     return code, body
 

@@ -18,6 +18,7 @@ from dra_hami.demo.apiserver import FakeApiServer
 from dra_hami.demo.kubelet import PluginProcess
 from dra_hami.demo.output import check_output, write_output
 from dra_hami.discovery import GpuInfo, load_discovery
+from dra_hami.kube import objects as k8s
 from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool, device_class
 
@@ -112,7 +113,7 @@ def _show_node(plugin: PluginProcess, claims: list[dict[str, Any]], libvgpu: Pat
         click.echo("   name its host path anyway, and the libvgpu run at the end is left out)")
 
     _title("NodePrepareResources (v1) for every allocated claim, over gRPC")
-    prepared = [c for c in claims if (c.get("status") or {}).get("allocation")]
+    prepared = [c for c in claims if k8s.allocation(c)]
     response = plugin.prepare(prepared)
     for claim in prepared:
         meta = claim["metadata"]
@@ -141,8 +142,10 @@ def _show_libvgpu(
 ) -> None:
     """Run a CUDA program as a container of one prepared claim would run it, and show the cap hold."""
     claim = next((c for c in claims if c["metadata"]["name"] == DEMO_CLAIM), claims[0] if claims else None)
-    entry = response.claims[claim["metadata"]["uid"]] if claim else None
-    if entry is None or entry.error or not entry.devices:
+    if claim is None:
+        return
+    entry = response.claims[claim["metadata"]["uid"]]
+    if entry.error or not entry.devices:
         return
     device = entry.devices[0]
     cdi_name = device.cdi_device_ids[0].split("=", 1)[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -22,7 +23,9 @@ T = TypeVar("T")
 def init_nvml(nvml: ModuleType | Any | None = None, user: str = "") -> ModuleType | Any:
     """``nvmlInit`` on ``nvml`` (pynvml unless tests pass a stand-in), or a DiscoveryError that says what to check."""
     if nvml is None:
-        import pynvml as nvml
+        import pynvml
+
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as err:
@@ -62,9 +65,12 @@ class NvmlDiscovery:
         driver_version = _text(driver_version) if driver_version is not None else None
         cuda_driver_version = self._cuda_driver_version()
         handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+
+        def bus_id_of(handle: Any) -> str:
+            return _bus_id(nvml.nvmlDeviceGetPciInfo(handle))
+
         bus_ids = [
-            self._required(i, "PCI bus id", lambda h=handle: _bus_id(nvml.nvmlDeviceGetPciInfo(h)))
-            for i, handle in enumerate(handles)
+            self._required(i, "PCI bus id", functools.partial(bus_id_of, handle)) for i, handle in enumerate(handles)
         ]
         peers = {bus: self._nvlink_peers(handle, set(bus_ids)) for bus, handle in zip(bus_ids, handles, strict=True)}
         groups = nvlink_groups(bus_ids, peers)

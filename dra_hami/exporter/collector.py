@@ -240,21 +240,21 @@ class ExporterCollector(Collector):
         for key, value in hami_limit.items():
             f.hami_limit.add_metric(list(key), value)
 
-        for gpu in gpus:
-            labels = [self._node, gpu.device_name, gpu.uuid, str(gpu.index), gpu.name]
-            usage = self._stats.usage(gpu, per_gpu_used[gpu.uuid], per_gpu_util[gpu.uuid])
-            host = [self._node, str(gpu.index), gpu.uuid, f"NVIDIA-{gpu.name}"]
-            f.gpu_total.add_metric(labels, usage.memory_total if usage.memory_total is not None else gpu.memory_bytes)
+        for card in gpus:  # not `gpu`: that name held a ClaimGpu above
+            labels = [self._node, card.device_name, card.uuid, str(card.index), card.name]
+            usage = self._stats.usage(card, per_gpu_used[card.uuid], per_gpu_util[card.uuid])
+            host = [self._node, str(card.index), card.uuid, f"NVIDIA-{card.name}"]
+            f.gpu_total.add_metric(labels, usage.memory_total if usage.memory_total is not None else card.memory_bytes)
             if usage.memory_used is not None:
                 f.gpu_used.add_metric(labels, usage.memory_used)
                 f.host_memory.add_metric(host, usage.memory_used)
             if usage.utilization is not None:
                 f.gpu_util.add_metric(labels, usage.utilization)
                 f.host_core.add_metric(host, usage.utilization)
-            f.gpu_claims_used.add_metric(labels, per_gpu_used[gpu.uuid])
-            f.gpu_allocated_memory.add_metric(labels, allocated_memory[gpu.uuid])
-            f.gpu_allocated_cores.add_metric(labels, allocated_cores[gpu.uuid])
-            f.gpu_claims.add_metric(labels, claim_count[gpu.uuid])
+            f.gpu_claims_used.add_metric(labels, per_gpu_used[card.uuid])
+            f.gpu_allocated_memory.add_metric(labels, allocated_memory[card.uuid])
+            f.gpu_allocated_cores.add_metric(labels, allocated_cores[card.uuid])
+            f.gpu_claims.add_metric(labels, claim_count[card.uuid])
 
         for reason, count in self._regions.error_counts().items():
             f.read_errors.add_metric([reason], count)

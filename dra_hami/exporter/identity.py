@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,9 @@ class ClaimUsers:
 
 def pod_claim_names(pod: dict[str, Any], claim_name: str) -> set[str]:
     """The names under which the pod refers to the ResourceClaim ``claim_name`` (spec or generated)."""
-    names = {
-        entry.get("name", "")
-        for entry in (pod.get("spec") or {}).get("resourceClaims") or []
-        if entry.get("resourceClaimName") == claim_name
-    }
+    names = {entry.get("name", "") for entry in k8s.pod_claims(pod) if entry.get("resourceClaimName") == claim_name}
     names |= {
-        entry.get("name", "")
-        for entry in (pod.get("status") or {}).get("resourceClaimStatuses") or []
-        if entry.get("resourceClaimName") == claim_name
+        entry.get("name", "") for entry in k8s.pod_claim_statuses(pod) if entry.get("resourceClaimName") == claim_name
     }
     return names - {""}
 
@@ -83,7 +78,7 @@ def resolve(api: PodApi, namespace: str, name: str, uid: str) -> ClaimUsers:
         if err.not_found:
             return ClaimUsers(why_unknown="the ResourceClaim no longer exists")
         raise
-    if (claim.get("metadata") or {}).get("uid") != uid:
+    if k8s.meta(claim).get("uid") != uid:
         return ClaimUsers(why_unknown="the ResourceClaim of that name is another object now")
     consumers = []
     for ref in (claim.get("status") or {}).get("reservedFor") or []:
@@ -95,9 +90,9 @@ def resolve(api: PodApi, namespace: str, name: str, uid: str) -> ClaimUsers:
             if err.not_found:
                 continue
             raise
-        if ref.get("uid") and (pod.get("metadata") or {}).get("uid") != ref["uid"]:
+        if ref.get("uid") and k8s.meta(pod).get("uid") != ref["uid"]:
             continue
-        pod_uid = (pod.get("metadata") or {}).get("uid") or ""
+        pod_uid = k8s.uid(pod)
         consumers.append(Consumer(ref["name"], claim_containers(pod, name), pod_uid))
     if not consumers:
         return ClaimUsers(why_unknown="no pod reserves the claim")

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from dra_hami.kube import objects as k8s
+
 RESOURCE_API = "/apis/resource.k8s.io/v1"
 CONNECTION_POOL_SIZE = 32
 TOKEN_REFRESH_SECONDS = 5.0
@@ -259,7 +261,7 @@ class RawKubeApi:
         while True:
             page = self.request("GET", path, query=params, timeout=max(self.timeout, 60.0))
             items.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
+            meta = k8s.list_meta(page)
             if first_page_only or not meta.get("continue"):
                 return items, meta.get("resourceVersion", "")
             params["continue"] = meta["continue"]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class Reflector:
             code = int(obj.get("code") or 0) if str(obj.get("code") or "0").isdigit() else 0
             why = f"ERROR event {code} {obj.get('reason', '')}: {obj.get('message', obj)}"
             raise _Relist(why)
-        version = (obj.get("metadata") or {}).get("resourceVersion")
+        version = k8s.meta(obj).get("resourceVersion")
         if version:
             self.version = version
         self.backoff.reset()  # the server answers again

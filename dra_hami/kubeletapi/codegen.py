@@ -29,13 +29,14 @@ def generate(source_root: Path, out_root: Path) -> list[Path]:
             f"-I{source_root}",
             f"-I{well_known}",
             f"--python_out={out_root}",
+            f"--pyi_out={out_root}",  # message types for the type checker (protoc's own, no plugin needed)
             f"--grpc_python_out={out_root}",
             str(rel / name),
         ]
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed for {rel / name}")
         stem = name.removesuffix(".proto")
-        written += [out_root / rel / f"{stem}_pb2.py", out_root / rel / f"{stem}_pb2_grpc.py"]
+        written += [out_root / rel / f"{stem}{suffix}" for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")]
     return written
 
 

@@ -86,7 +86,7 @@ def build_spec(
     }
     shares = sorted(claim.shares, key=lambda s: (index_of[s.device], s.request, s.share_id or ""))
 
-    spec_devices, prepared, used_names = [], [], set()
+    spec_devices, prepared, used_names = [], [], set[str]()
     for share in shares:
         gpu = devices[share.device]
         name = _unique(wire.cdi_device_name(claim.uid, share.device, share.share_id), used_names)

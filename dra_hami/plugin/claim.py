@@ -13,6 +13,7 @@ from typing import Any
 from dra_hami import wire
 from dra_hami.allocator.errors import ParseError
 from dra_hami.allocator.model import AllocatedDevice, parse_result
+from dra_hami.kube import objects as k8s
 from dra_hami.plugin.vgpu_config import ConfigError, VGpuConfig, parse_vgpu_config
 from dra_hami.quantity import QuantityError, to_int
 
@@ -60,7 +61,7 @@ def read_allocation(
     pool: str,
     devices: dict[str, NodeDevice],
 ) -> ClaimAllocation:
-    meta = claim.get("metadata") or {}
+    meta = k8s.meta(claim)
     ref = f"ResourceClaim {meta.get('namespace')}/{meta.get('name')}"
     if meta.get("uid") != expected_uid:
         raise ClaimError(

@@ -147,7 +147,7 @@ class PluginServer:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"))
         dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(DraV1(state), self._server)
         dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(DraV1beta1(state), self._server)
-        versions = SUPPORTED_VERSIONS
+        versions: tuple[str, ...] = SUPPORTED_VERSIONS
         if health is not None:
             # Without it the kubelet's health stream gets UNIMPLEMENTED (and logs it every 5 s).
             dra_health_v1alpha1_pb2_grpc.add_DRAResourceHealthServicer_to_server(health, self._server)

@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cdi import atomic_write
 from dra_hami import wire
-from dra_hami.kube.client import ApiError, KubeApi
+from dra_hami.kube import objects as k8s
+from dra_hami.kube.client import ApiError
 from dra_hami.plugin.capacity import admit
 from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_identity, limits_file
 from dra_hami.plugin.checkpoint import (
@@ -36,6 +37,12 @@ from dra_hami.plugin.claim_dirs import ClaimDirs
 from dra_hami.plugin.limits_files import LimitsFiles
 
 log = logging.getLogger(__name__)
+
+
+class ClaimReader(Protocol):
+    """The one API call a prepare makes (RawKubeApi has it)."""
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]: ...
 
 
 class SpecStore(Protocol):
@@ -77,7 +84,7 @@ class SweepReport:
 class PluginState:
     def __init__(
         self,
-        api: KubeApi,
+        api: ClaimReader,
         pool: str,
         devices: Callable[[], dict[str, NodeDevice]],
         settings: CdiSettings,
@@ -392,7 +399,7 @@ class PluginState:
             if err.not_found:
                 return False
             raise
-        return (obj.get("metadata") or {}).get("uid") == record.uid
+        return k8s.meta(obj).get("uid") == record.uid
 
     # -- helpers --------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from dra_hami import wire
 
@@ -107,7 +108,7 @@ def parse_vgpu_config(parameters: Any, where: str) -> VGpuConfig:
         raise ConfigError("; ".join(problems)) from None
 
 
-def _explain(item: dict[str, Any]) -> str:
+def _explain(item: ErrorDetails) -> str:
     kind = item["type"]
     if kind == "extra_forbidden":
         known = ", ".join(f.alias or n for n, f in VGpuConfig.model_fields.items())

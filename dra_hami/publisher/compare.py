@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from dra_hami.kube import objects as k8s
 from dra_hami.quantity import QuantityError, to_decimal
 
 
@@ -17,7 +18,7 @@ def same_content(desired: dict[str, Any], stored: dict[str, Any]) -> bool:
     want_spec = _canonical_spec(desired.get("spec") or {})
     if want_spec != _only_our_fields(want_spec, _canonical_spec(stored.get("spec") or {})):
         return False
-    want, have = desired.get("metadata") or {}, stored.get("metadata") or {}
+    want, have = k8s.meta(desired), k8s.meta(stored)
     labels = have.get("labels") or {}
     if any(labels.get(key) != value for key, value in (want.get("labels") or {}).items()):
         return False
@@ -88,5 +89,5 @@ def _only_our_fields(want: dict[str, Any], have: dict[str, Any]) -> dict[str, An
     return projected
 
 
-def _owner_key(ref: dict[str, Any]) -> tuple[Any, ...]:
+def _owner_key(ref: k8s.OwnerReference) -> tuple[Any, ...]:
     return ref.get("kind"), ref.get("name"), ref.get("uid")

@@ -113,9 +113,9 @@ def _check_attribute(where: str, attribute: dict[str, Any]) -> None:
     expected = {"int": int, "bool": bool, "string": str, "version": str}[kind]
     if not isinstance(content, expected) or (kind == "int" and isinstance(content, bool)):
         raise PolicyError(f"{where}: {kind} value {content!r} has the wrong type")
-    if kind == "string" and len(content) > MAX_STRING:
+    if kind == "string" and isinstance(content, str) and len(content) > MAX_STRING:
         raise PolicyError(f"{where}: string longer than {MAX_STRING} characters")
-    if kind == "version" and not is_semver(content):
+    if kind == "version" and isinstance(content, str) and not is_semver(content):
         raise PolicyError(f"{where}: {content!r} is not a semver 2.0.0 version")
 
 

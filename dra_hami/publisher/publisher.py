@@ -13,11 +13,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from dra_hami.discovery.model import Discovery, DiscoveryError
-from dra_hami.kube.client import RESOURCE_API, ApiError, KubeApi
-from dra_hami.kube.reflector import Backoff, Callbacks, Reflector
+from dra_hami.kube import objects as k8s
+from dra_hami.kube.client import RESOURCE_API, ApiError
+from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
 from dra_hami.publisher.compare import same_content
 from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.device import PoolError
@@ -42,10 +43,22 @@ class ReconcileResult:
         return bool(self.created or self.updated or self.deleted)
 
 
+class SliceApi(ListWatchApi, Protocol):
+    """The calls the publisher makes (it holds no other right): its slices, and list/watch to see them change."""
+
+    def list_resource_slices(self, field_selector: str = "") -> list[dict[str, Any]]: ...
+
+    def create_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def update_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def delete_resource_slice(self, name: str) -> None: ...
+
+
 class SlicePublisher:
     def __init__(
         self,
-        api: KubeApi,
+        api: SliceApi,
         discovery: Discovery,
         config: PublisherConfig,
         *,
@@ -105,7 +118,12 @@ class SlicePublisher:
     def run(self, stop: threading.Event, interval: float = 30.0) -> None:
         """Reconcile every ``interval`` seconds and on watch events until ``stop`` is set; never raises."""
         wake = self._wake
-        threading.Thread(target=lambda: (stop.wait(), wake.set()), name="publisher-stop", daemon=True).start()
+
+        def wake_on_stop() -> None:
+            stop.wait()
+            wake.set()
+
+        threading.Thread(target=wake_on_stop, name="publisher-stop", daemon=True).start()
         reflector = Reflector(
             self._api,
             f"{RESOURCE_API}/resourceslices",
@@ -232,7 +250,7 @@ def _update_body(body: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]
 
     Sent as raw JSON built from the stored dict, never from a typed model (which would drop unknown fields).
     """
-    have = stored.get("metadata") or {}
+    have = k8s.meta(stored)
     want = body["metadata"]
     metadata: dict[str, Any] = {
         "name": want["name"],

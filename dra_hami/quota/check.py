@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dra_hami.kube import objects as k8s
 from dra_hami.quota.model import DIMENSIONS, GpuQuota, Usage, describe, parse_gpu_quota
 from dra_hami.quota.usage import Accounting, allocation_usage, namespace_usage
 
@@ -92,7 +93,7 @@ def check_allocation(
     ``accounting`` with ``Accounting.from_slices(driver, slices)`` so unallocated claims are estimated as the
     webhook estimates them.
     """
-    meta = claim.get("metadata") or {}
+    meta = k8s.meta(claim)
     parsed = [parse_gpu_quota(q) for q in quotas]
     if not parsed:
         return None
@@ -105,6 +106,6 @@ def check_allocation(
     )
 
 
-def _same(other: dict[str, Any], meta: dict[str, Any]) -> bool:
-    o = other.get("metadata") or {}
+def _same(other: dict[str, Any], meta: k8s.ObjectMeta) -> bool:
+    o = k8s.meta(other)
     return o.get("name") == meta.get("name") and o.get("namespace") == meta.get("namespace")

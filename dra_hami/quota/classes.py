@@ -21,6 +21,7 @@ from typing import Any
 from dra_hami.allocator.cel import SelectorCache
 from dra_hami.allocator.errors import AllocatorError
 from dra_hami.allocator.model import Device, parse_device_class, parse_slices
+from dra_hami.kube import objects as k8s
 
 
 def our_classes(driver: str, classes: Iterable[dict[str, Any]], slices: Iterable[dict[str, Any]]) -> frozenset[str]:
@@ -32,7 +33,7 @@ def our_classes(driver: str, classes: Iterable[dict[str, Any]], slices: Iterable
         devices = []  # the name test below still catches the classes that matter
     cache = SelectorCache()
     for raw in classes:
-        name = ((raw.get("metadata") or {}).get("name")) or ""
+        name = k8s.name(raw)
         if name and _selects_ours(raw, driver, devices, cache):
             ours.add(name)
     return frozenset(ours)

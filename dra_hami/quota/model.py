@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dra_hami.kube import objects as k8s
 from dra_hami.quantity import QuantityError, format_bytes, to_int
 
 GROUP = "dra-hami.project-hami.io"
@@ -43,7 +44,7 @@ class Usage:
         return not (self.memory or self.cores or self.gpus)
 
     def get(self, dimension: str) -> int:
-        return getattr(self, dimension)
+        return {"memory": self.memory, "cores": self.cores, "gpus": self.gpus}[dimension]
 
     def to_status(self) -> dict[str, Any]:
         """The JSON of status.used (memory as an exact binary quantity)."""
@@ -59,7 +60,7 @@ class Limits:
     gpus: int | None = None
 
     def get(self, dimension: str) -> int | None:
-        return getattr(self, dimension)
+        return {"memory": self.memory, "cores": self.cores, "gpus": self.gpus}[dimension]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ def _usage(raw: Any, label: str, path: str) -> Usage | None:
 
 
 def parse_gpu_quota(obj: dict[str, Any]) -> GpuQuota:
-    meta = obj.get("metadata") or {}
+    meta = k8s.meta(obj)
     namespace, name = meta.get("namespace") or "default", meta.get("name") or "<unnamed>"
     label = f"{KIND} {namespace}/{name}"
     spec = obj.get("spec") or {}

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError
 from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
 from dra_hami.quota.classes import our_classes
@@ -123,7 +124,7 @@ class QuotaReconciler:
     def reconcile(self, namespaces: set[str] | None = None) -> int:
         """One pass over ``namespaces`` (None: every namespace that has a GpuQuota)."""
         if namespaces is None:
-            namespaces = {(q.get("metadata") or {}).get("namespace", "") for q in self.api.list_all_quotas()}
+            namespaces = {k8s.meta(q).get("namespace", "") for q in self.api.list_all_quotas()}
         if not namespaces:
             return 0
         slices = self.api.list_all_slices()
@@ -134,7 +135,11 @@ class QuotaReconciler:
         return updated
 
     def run(self, stop: threading.Event) -> None:
-        threading.Thread(target=lambda: (stop.wait(), self._wake.set()), name="quota-stop", daemon=True).start()
+        def wake_on_stop() -> None:
+            stop.wait()
+            self._wake.set()
+
+        threading.Thread(target=wake_on_stop, name="quota-stop", daemon=True).start()
         if self._watch is not None:
             for path in (CLAIMS_PATH, QUOTAS_PATH):
                 threading.Thread(target=self._watch_loop, args=(path, stop), name="quota-watch", daemon=True).start()
@@ -171,7 +176,7 @@ class QuotaReconciler:
         seen: dict[tuple[str, Any], Any] = {}
 
         def event(kind: str, obj: dict[str, Any]) -> None:
-            self._handle(kind, obj, obj.get("metadata") or {}, seen)
+            self._handle(kind, obj, k8s.meta(obj), seen)
 
         Reflector(
             self._watch,
@@ -183,7 +188,7 @@ class QuotaReconciler:
             backoff=Backoff(initial=WATCH_BACKOFF[0], cap=WATCH_BACKOFF[1]),
         ).run(stop)
 
-    def _handle(self, kind: Any, obj: dict[str, Any], meta: dict[str, Any], seen: dict[tuple[str, Any], Any]) -> None:
+    def _handle(self, kind: Any, obj: dict[str, Any], meta: k8s.ObjectMeta, seen: dict[tuple[str, Any], Any]) -> None:
         namespace = meta.get("namespace")
         if kind not in ("ADDED", "MODIFIED", "DELETED") or not namespace:
             return  # BOOKMARK: only its resourceVersion matters

@@ -28,6 +28,7 @@ from dra_hami.allocator.model import (
     parse_claim,
     parse_result,
 )
+from dra_hami.kube import objects as k8s
 from dra_hami.quantity import QuantityError, to_int
 from dra_hami.quota.model import QuotaError, Usage
 
@@ -130,12 +131,12 @@ def allocation_usage(results: Iterable[dict[str, Any]], acct: Accounting) -> Usa
 
 
 def claim_usage(claim: dict[str, Any], acct: Accounting) -> Usage:
-    if (claim.get("status") or {}).get("allocation"):
+    if k8s.allocation(claim):
         try:
             return results_usage(claim_results(claim, acct.driver), acct)
         except ParseError as err:
             raise QuotaError(str(err)) from None
-    meta = claim.get("metadata") or {}
+    meta = k8s.meta(claim)
     return spec_usage(claim.get("spec") or {}, acct, f"{meta.get('namespace')}/{meta.get('name')}")
 
 
@@ -143,7 +144,7 @@ def namespace_usage(claims: Iterable[dict[str, Any]], acct: Accounting, exclude_
     """Sum over the claims of one namespace; claims being deleted still hold their devices and count."""
     total = Usage()
     for claim in claims:
-        if exclude_uid and (claim.get("metadata") or {}).get("uid") == exclude_uid:
+        if exclude_uid and k8s.meta(claim).get("uid") == exclude_uid:
             continue
         try:
             total = total + claim_usage(claim, acct)

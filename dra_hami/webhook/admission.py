@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError
 from dra_hami.quota.check import check_request
 from dra_hami.quota.classes import our_classes
@@ -97,7 +98,7 @@ class Admission:
         env_problems = control_env_problems(pod)
         if env_problems:
             return Response.deny(control_env_message(pod, env_problems), 403)
-        namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "default"
+        namespace = request.get("namespace") or k8s.namespace(pod) or "default"
         dry_run = bool(request.get("dryRun"))
         warnings: list[str] = []
         try:
@@ -148,9 +149,7 @@ class Admission:
                     return f"dra-hami: could not create ResourceClaimTemplate {ns}/{plan.name}: {err.message}; retry"
             try:  # it exists (same name = same content): keep the collector away from it
                 current = self.api.get_template(ns, plan.name) or {}
-                used = parse_rfc3339(
-                    ((current.get("metadata") or {}).get("annotations") or {}).get(L.LAST_USED_ANNOTATION)
-                )
+                used = parse_rfc3339(k8s.annotations(current).get(L.LAST_USED_ANNOTATION))
                 if used is None or now - used > TOUCH_AFTER:
                     self.api.touch_template(ns, plan.name, rfc3339(now))
             except ApiError as err:
@@ -195,10 +194,10 @@ class Admission:
         problems = config_problems(kind, obj, self.options.driver)
         if problems:
             return Response.deny(config_message(kind, obj, problems), 400)
-        namespace = request.get("namespace") or (obj.get("metadata") or {}).get("namespace") or "default"
+        namespace = request.get("namespace") or k8s.namespace(obj) or "default"
         try:
             if uses_driver_config(kind, obj, self.options.driver):
-                classes = {(c.get("metadata") or {}).get("name"): c for c in self.api.list_device_classes()}
+                classes = {k8s.name(c): c for c in self.api.list_device_classes()}
                 pinned = pinned_problems(kind, obj, self.options.driver, classes)
                 if pinned:
                     return Response.deny(config_message(kind, obj, pinned).replace("invalid VGpuConfig",
@@ -220,7 +219,7 @@ class Admission:
         classes = our_classes(self.options.driver, self.api.list_device_classes(), slices)
         acct = Accounting.from_slices(self.options.driver, slices, classes)
         spec, _ = claim_spec_of(kind, obj)
-        meta = obj.get("metadata") or {}
+        meta = k8s.meta(obj)
         subject = f"{kind} {namespace}/{meta.get('name') or meta.get('generateName', '') + '<generated>'}"
         try:
             requested = spec_usage(dict(spec), acct, subject)
@@ -263,5 +262,5 @@ class Admission:
 
 
 def _pod_name(pod: dict[str, Any]) -> str:
-    meta = pod.get("metadata") or {}
+    meta = k8s.meta(pod)
     return meta.get("name") or (meta.get("generateName", "") + "<generated>")

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError
 from dra_hami.webhook import labels as L
 from dra_hami.webhook.admission import parse_rfc3339, utc_now
@@ -41,16 +42,16 @@ def unused_templates(
     """(namespace, name, resourceVersion) of the templates that may go."""
     referenced = set()
     for pod in pods:
-        ns = (pod.get("metadata") or {}).get("namespace")
-        for entry in (pod.get("spec") or {}).get("resourceClaims") or []:
+        ns = k8s.namespace(pod)
+        for entry in k8s.pod_claims(pod):
             if entry.get("resourceClaimTemplateName"):
                 referenced.add((ns, entry["resourceClaimTemplateName"]))
     out = []
     for template in templates:
-        meta = template.get("metadata") or {}
+        meta = k8s.meta(template)
         if (meta.get("labels") or {}).get(L.TEMPLATE_LABEL) != "true":
             continue
-        key = (meta.get("namespace"), meta.get("name"))
+        key = k8s.namespaced_name(template)
         if key in referenced:
             continue
         used = parse_rfc3339((meta.get("annotations") or {}).get(L.LAST_USED_ANNOTATION))

@@ -126,7 +126,7 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, client_ca_file: Path | None
     from dra_hami.webhook.admission import Admission, AdmissionOptions
     from dra_hami.webhook.collector import TemplateCollector
     from dra_hami.webhook.kube import KubeWebhookApi
-    from dra_hami.webhook.server import ClientAuth, ServerLimits, WebhookServer
+    from dra_hami.webhook.server import ClientAuth, Handler, ServerLimits, WebhookServer
 
     logs.setup(log_level, log_format)
     try:
@@ -140,7 +140,7 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, client_ca_file: Path | None
         raise click.ClickException(f"cannot load the Kubernetes configuration: {err}") from None
     api = KubeWebhookApi(raw)
     admission = Admission(api, AdmissionOptions(driver_name, policy_mode, legacy_translation))
-    handlers = {"/mutate-pods": admission.mutate_pod, "/validate-claims": admission.validate_claim}
+    handlers: dict[str, Handler] = {"/mutate-pods": admission.mutate_pod, "/validate-claims": admission.validate_claim}
     try:
         if client_names and client_ca_file is None:
             raise click.BadParameter("needs --client-ca-file", param_hint="--client-common-name")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dra_hami import wire
+from dra_hami.kube import objects as k8s
 from dra_hami.webhook import labels as L
 
 NOT_FOUND = "not found"
@@ -45,7 +46,7 @@ class GateDecision:
 
 def opted_out(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> str:
     """Who opted out of policy mode ("pod" / "namespace"), or ""."""
-    pod_labels = (pod.get("metadata") or {}).get("labels") or {}
+    pod_labels = k8s.labels(pod)
     if pod_labels.get(L.POLICY_MODE_LABEL) == L.POLICY_MODE_DISABLED:
         return "pod"
     if namespace_labels.get(L.POLICY_MODE_LABEL) == L.POLICY_MODE_DISABLED:
@@ -68,7 +69,7 @@ def requested_classes(spec: Mapping[str, Any]) -> set[str]:
 def claim_sources(pod: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(pod claim name, kind, object name) of each spec.resourceClaims entry."""
     out = []
-    for entry in (pod.get("spec") or {}).get("resourceClaims") or []:
+    for entry in k8s.pod_claims(pod):
         if entry.get("resourceClaimName"):
             out.append((entry.get("name", ""), "ResourceClaim", entry["resourceClaimName"]))
         elif entry.get("resourceClaimTemplateName"):

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError
 from dra_hami.quota.model import GROUP, PLURAL, VERSION
 from dra_hami.webhook import labels as L
@@ -81,7 +82,7 @@ class KubeWebhookApi:
         while True:
             page = self._request("GET", path, query=params, timeout=timeout)
             items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
+            token = k8s.list_meta(page).get("continue")
             if not token:
                 return items
             params["continue"] = token
@@ -91,7 +92,7 @@ class KubeWebhookApi:
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         def load() -> dict[str, str]:
             ns = self._get(f"/api/v1/namespaces/{namespace}") or {}
-            return dict((ns.get("metadata") or {}).get("labels") or {})
+            return dict(k8s.labels(ns))
 
         return self._namespaces.get(namespace, load)
 

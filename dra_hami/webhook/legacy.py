@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dra_hami.kube import objects as k8s
 from dra_hami.quantity import QuantityError, to_int
 from dra_hami.webhook import labels as L
 
@@ -193,7 +194,7 @@ def _list(annotations: dict[str, str], key: str, pattern: re.Pattern[str], what:
 
 
 def selection(pod: dict[str, Any], warnings: list[str]) -> Selection:
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    annotations = k8s.annotations(pod)
     mode = annotations.get(L.VGPU_MODE)
     if mode is not None and mode != "hami-core":
         raise LegacyError(

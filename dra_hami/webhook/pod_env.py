@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dra_hami import wire
+from dra_hami.kube import objects as k8s
 
 LIBVGPU_MARKERS = ("libvgpu", wire.CONTAINER_VGPU_DIR)
 FIX_HINT = "remove them: a container gets these variables only from its GPU claims"
@@ -50,7 +51,7 @@ def control_env_problems(pod: Mapping[str, Any]) -> list[str]:
 
 
 def control_env_message(pod: Mapping[str, Any], problems: list[str]) -> str:
-    meta = pod.get("metadata") or {}
+    meta = k8s.meta(pod)
     name = meta.get("name") or (meta.get("generateName", "") + "<generated>")
     return (f"dra-hami: pod {name} sets libvgpu's GPU limit control variables: {'; '.join(problems)}; "
             f"{FIX_HINT}")  # fmt: skip

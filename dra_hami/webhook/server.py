@@ -219,7 +219,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def handle(self) -> None:
         try:
-            self.connection.do_handshake()  # type: ignore[attr-defined]
+            self.connection.do_handshake()
         except (ssl.SSLError, OSError) as err:
             REFUSED_CONNECTIONS.labels("tls").inc()
             log.debug("TLS handshake from %s failed: %s", self.client_address, err)
@@ -243,7 +243,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         auth = self.server.client_auth
         if auth is None:
             return ""
-        cert = self.connection.getpeercert()  # type: ignore[attr-defined]
+        cert = self.connection.getpeercert()
         if not cert:
             return "no client certificate"
         names = {v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"}

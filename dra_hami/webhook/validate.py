@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dra_hami.kube import objects as k8s
 from dra_hami.plugin.vgpu_config import ConfigError, VGpuConfig, parse_vgpu_config
 
 FIX_HINT = "fix the VGpuConfig (see examples/vgpu-config.yaml) or remove the config entry"
@@ -102,7 +103,7 @@ def uses_driver_config(kind: str, obj: Mapping[str, Any], driver: str) -> bool:
 
 
 def config_message(kind: str, obj: Mapping[str, Any], problems: list[str]) -> str:
-    meta = obj.get("metadata") or {}
+    meta = k8s.meta(obj)
     name = meta.get("name") or meta.get("generateName") or "<unnamed>"
     return f"{kind} {meta.get('namespace', '')}/{name}: invalid VGpuConfig: {'; '.join(problems)}; {FIX_HINT}"
 

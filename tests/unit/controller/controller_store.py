@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller_factories import NS
 
@@ -81,3 +81,9 @@ class StoreApi:
 
     def record_event(self, pod: dict[str, Any], reason: str, message: str, warning: bool) -> None:
         self.events.append((pod["metadata"]["name"], reason, message))
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks that each fake still has the shape of the Protocol it stands in for
+    from dra_hami.controller.api import ControllerApi
+
+    _controller_api: type[ControllerApi] = StoreApi

@@ -6,7 +6,7 @@ import logging
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from exporter_fixtures import NODE, DeviceRecord, GiB, RegionContent, claim_record, save_checkpoint, write_region
@@ -223,3 +223,9 @@ def test_corrupt_checkpoint_keeps_the_last_good_claims(node: Node, caplog: pytes
         node.scrape()
     assert one(s, "dra_hami_claim_memory_limit_bytes", claim="c1") == GiB
     assert len([m for m in caplog.messages if "checkpoint" in m]) == 1
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks that each fake still has the shape of the Protocol it stands in for
+    from dra_hami.exporter.identity import PodApi
+
+    _pod_api: type[PodApi] = Pods

@@ -9,13 +9,14 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from exporter_fixtures import GiB, claim_record
 from test_exporter_collector import G0, G1, GPUS
 
 from dra_hami.exporter.claims import prepared_claims
-from dra_hami.exporter.guard import GpuProcess, NodeGuard, PidfdKiller, claim_mount
+from dra_hami.exporter.guard import GpuProcess, GuardAction, NodeGuard, PidfdKiller, claim_mount
 from dra_hami.exporter.procfs import MountEntry, ProcFs, parse_mountinfo, pod_uid_of_cgroup, start_time
 
 POD_A, POD_B, POD_X = (f"{c * 8}-aaaa-4aaa-8aaa-{c * 12}" for c in "abc")
@@ -65,7 +66,7 @@ class Events:
 
 
 class Node:
-    def __init__(self, tmp_path: Path, action: str = "event", grace: float = 30.0) -> None:
+    def __init__(self, tmp_path: Path, action: GuardAction = "event", grace: float = 30.0) -> None:
         self.root = tmp_path / "claims"
         self.records = [
             claim_record("uid-a", "a", [(G0.device_name, GiB, 0)], GPUS),
@@ -265,3 +266,12 @@ def test_events_go_to_the_claim_without_ever_blocking_the_guard(tmp_path: Path) 
         "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "namespace": "team", "name": "a", "uid": "uid-a",
     }  # fmt: skip
     assert body["type"] == "Warning" and body["reason"] == "GpuMemoryOverLimit"
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks that each fake still has the shape of the Protocol it stands in for
+    from dra_hami.exporter.guard import EventSink, ProcessSource
+    from dra_hami.exporter.guard import Killer as _Killer
+
+    _process_source: type[ProcessSource] = Driver
+    _killer: type[_Killer] = Killer
+    _event_sink: type[EventSink] = Events

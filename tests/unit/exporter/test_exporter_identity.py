@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dra_hami.exporter.identity import ClaimUsers, Consumer, IdentityCache, claim_containers, resolve
 from dra_hami.kube.client import ApiError
@@ -97,3 +97,9 @@ def test_no_api_says_so() -> None:
     assert IdentityCache(None).lookup("u", "ns", "c") == ClaimUsers(
         why_unknown="the exporter has no Kubernetes API access"
     )
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks that each fake still has the shape of the Protocol it stands in for
+    from dra_hami.exporter.identity import PodApi
+
+    _pod_api: type[PodApi] = Api

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from health_fakes import Slices
@@ -167,3 +168,9 @@ def test_publisher_stops_sending_taints_a_server_drops(caplog: pytest.LogCapture
     for _ in range(3):
         assert not publisher.reconcile().changed
     assert slices.writes == writes  # no rewrite loop
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks that each fake still has the shape of the Protocol it stands in for
+    from dra_hami.discovery.model import Discovery
+
+    _discovery: type[Discovery] = FlakyDiscovery

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from plugin_factories import DRIVER, NODE, claim, result
@@ -309,3 +310,10 @@ def test_claim_file_names_match_libvgpu():
     header = (Path(__file__).resolve().parents[3] / "libvgpu" / "src" / "claim_env.h").read_text()
     assert f'#define VGPU_CLAIM_ENV_FILE "{wire.CLAIM_ENV_FILE}"' in header
     assert f'#define VGPU_CLAIMS_DIR_DEFAULT "{CONTAINER_CLAIMS_DIR}"' in header
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks that each fake still has the shape of the Protocol it stands in for
+    from dra_hami.plugin.state import ClaimReader, SpecStore
+
+    _claim_reader: type[ClaimReader] = Api
+    _spec_store: type[SpecStore] = Specs

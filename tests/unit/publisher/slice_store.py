@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dra_hami.kube.client import ApiError
 
@@ -204,3 +204,11 @@ class SliceStore:
         hook = self.before.pop(verb, None)
         if hook:
             hook(body)
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks that each fake still has the shape of the Protocol it stands in for
+    from dra_hami.kube.reflector import ListWatchApi
+    from dra_hami.publisher.publisher import SliceApi
+
+    _slice_api: type[SliceApi] = SliceStore
+    _list_watch_api: type[ListWatchApi] = SliceStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dra_hami import wire
 from dra_hami.allocator.cel import SelectorCache
@@ -256,3 +256,13 @@ class FakeApi:
         del self.templates[(namespace, name)]
         self.writes.append(("delete_template", name))
         return True
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks that each fake still has the shape of the Protocol it stands in for
+    from dra_hami.quota.reconciler import QuotaApi
+    from dra_hami.webhook.collector import CollectorApi
+    from dra_hami.webhook.kube import WebhookApi
+
+    _webhook_api: type[WebhookApi] = FakeApi
+    _quota_api: type[QuotaApi] = FakeApi
+    _collector_api: type[CollectorApi] = FakeApi
