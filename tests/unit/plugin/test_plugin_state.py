@@ -17,7 +17,7 @@ from dra_hami.plugin.state import ClaimRef, PluginState
 
 
 class Api:
-    def __init__(self):
+    def __init__(self) -> None:
         self.claims: dict[tuple[str, str], dict] = {}
         self.reads = 0
 
@@ -34,7 +34,7 @@ class Api:
 
 
 class Specs:
-    def __init__(self):
+    def __init__(self) -> None:
         self.files: dict[str, dict] = {}
         self.fail_writes = False
 
