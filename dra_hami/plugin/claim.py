@@ -13,8 +13,8 @@ from typing import Any
 from dra_hami import wire
 from dra_hami.allocator.errors import ParseError
 from dra_hami.allocator.model import AllocatedDevice, parse_result
+from dra_hami.api.vgpu_config import ConfigError, VGpuConfig, parse_vgpu_config
 from dra_hami.kube import objects as k8s
-from dra_hami.plugin.vgpu_config import ConfigError, VGpuConfig, parse_vgpu_config
 from dra_hami.quantity import QuantityError, to_int
 
 

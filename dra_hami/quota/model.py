@@ -1,24 +1,18 @@
-"""The GpuQuota custom resource and the three-number arithmetic of GPU usage."""
+"""The GpuQuota custom resource as the quota code uses it, and the three-number arithmetic of GPU usage
+(the object's wire shape and its validation: dra_hami/api/gpu_quota.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from dra_hami.api.gpu_quota import API_VERSION, GROUP, KIND, PLURAL, VERSION, QuotaError, parse_spec, parse_status
 from dra_hami.kube import objects as k8s
-from dra_hami.quantity import QuantityError, format_bytes, to_int
+from dra_hami.quantity import format_bytes
 
-GROUP = "dra-hami.project-hami.io"
-VERSION = "v1alpha1"
-KIND = "GpuQuota"
-PLURAL = "gpuquotas"
-API_VERSION = f"{GROUP}/{VERSION}"
+__all__ = ["API_VERSION", "GROUP", "KIND", "PLURAL", "VERSION", "QuotaError"]  # the API's names, used from here
 
 DIMENSIONS = ("memory", "cores", "gpus")
-
-
-class QuotaError(ValueError):
-    """A GpuQuota object that cannot be understood; the message names the object and field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,53 +70,17 @@ class GpuQuota:
         return f"GpuQuota {self.namespace}/{self.name}"
 
 
-def _limit(raw: dict[str, Any], key: str, label: str, path: str, *, quantity: bool) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    where = f"{label}: {path}.{key}"
-    if quantity:
-        try:
-            number = to_int(value, where)
-        except QuantityError as err:
-            raise QuotaError(f"{err} (use a quantity such as 16Gi)") from None
-    else:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise QuotaError(f"{where}: {value!r} is not an integer")
-        number = value
-    if number < 0:
-        raise QuotaError(f"{where}: {value!r} must not be negative")
-    return number
-
-
-def _usage(raw: Any, label: str, path: str) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    values = {
-        "memory": _limit(raw, "memory", label, path, quantity=True),
-        "cores": _limit(raw, "cores", label, path, quantity=False),
-        "gpus": _limit(raw, "gpus", label, path, quantity=False),
-    }
-    return Usage(**{k: v or 0 for k, v in values.items()})
-
-
 def parse_gpu_quota(obj: dict[str, Any]) -> GpuQuota:
     meta = k8s.meta(obj)
     namespace, name = meta.get("namespace") or "default", meta.get("name") or "<unnamed>"
     label = f"{KIND} {namespace}/{name}"
-    spec = obj.get("spec") or {}
-    hard = spec.get("hard") or {}
-    if not isinstance(hard, dict):
-        raise QuotaError(f"{label}: spec.hard must be an object with memory, cores and/or gpus")
+    hard = parse_spec(obj.get("spec"), label).hard
+    used = parse_status(obj.get("status"), label).used
     return GpuQuota(
         namespace=namespace,
         name=name,
-        hard=Limits(
-            memory=_limit(hard, "memory", label, "spec.hard", quantity=True),
-            cores=_limit(hard, "cores", label, "spec.hard", quantity=False),
-            gpus=_limit(hard, "gpus", label, "spec.hard", quantity=False),
-        ),
-        used=_usage((obj.get("status") or {}).get("used"), label, "status.used"),
+        hard=Limits(memory=hard.memory, cores=hard.cores, gpus=hard.gpus),
+        used=None if used is None else Usage(used.memory or 0, used.cores or 0, used.gpus or 0),
         resource_version=str(meta.get("resourceVersion") or ""),
     )
 

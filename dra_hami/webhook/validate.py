@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dra_hami.api.vgpu_config import ConfigError, VGpuConfig, parse_vgpu_config
 from dra_hami.kube import objects as k8s
-from dra_hami.plugin.vgpu_config import ConfigError, VGpuConfig, parse_vgpu_config
 
 FIX_HINT = "fix the VGpuConfig (see examples/vgpu-config.yaml) or remove the config entry"
 

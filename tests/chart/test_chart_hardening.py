@@ -63,7 +63,7 @@ def test_every_container_has_requests_and_limits(helm) -> None:
 
 
 def test_pinned_device_class_fields_render_into_its_config(helm) -> None:
-    from dra_hami.plugin.vgpu_config import parse_vgpu_config
+    from dra_hami.api.vgpu_config import parse_vgpu_config
 
     objects = render(
         helm, {"deviceClass.config.coreLimitPolicy": "default", "deviceClass.pinned[0]": "coreLimitPolicy"}

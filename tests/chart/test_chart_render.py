@@ -206,7 +206,7 @@ def test_deviceclass_carries_the_cluster_default_vgpu_config(helm):
                   "oomPolicy": "kill"}  # fmt: skip
     assert spec["config"] == [{"opaque": {"driver": "gpu.example.com", "parameters": parameters}}]
     # The plugin's own parser accepts what the chart writes.
-    from dra_hami.plugin.vgpu_config import parse_vgpu_config
+    from dra_hami.api.vgpu_config import parse_vgpu_config
 
     parsed = parse_vgpu_config(spec["config"][0]["opaque"]["parameters"], "DeviceClass.spec.config[0]")
     assert parsed.core_limit_policy.value == "force"

@@ -1,8 +1,8 @@
 import pytest
 from plugin_factories import DRIVER, NODE, claim, result, vgpu_config
 
+from dra_hami.api.vgpu_config import CoreLimitPolicy, Priority
 from dra_hami.plugin.claim import ClaimError, read_allocation
-from dra_hami.plugin.vgpu_config import CoreLimitPolicy, Priority
 
 
 def read(obj, devices):

@@ -4,8 +4,8 @@ so ``coreLimitPolicy: disable`` in a claim no longer removes the compute cap the
 import pytest
 from plugin_factories import DRIVER, NODE, claim, result, vgpu_config
 
+from dra_hami.api.vgpu_config import CoreLimitPolicy, Priority, parse_vgpu_config
 from dra_hami.plugin.claim import ClaimError, read_allocation
-from dra_hami.plugin.vgpu_config import CoreLimitPolicy, Priority, parse_vgpu_config
 
 
 def read(obj, devices):

@@ -1,6 +1,6 @@
 import pytest
 
-from dra_hami.plugin.vgpu_config import ConfigError, parse_vgpu_config
+from dra_hami.api.vgpu_config import ConfigError, parse_vgpu_config
 
 BASE = {"apiVersion": "gpu.hami.io/v1alpha1", "kind": "VGpuConfig"}
 

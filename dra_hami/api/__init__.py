@@ -1,0 +1,9 @@
+"""The objects dra-hami defines or persists, one module each: the place to read an object's shape.
+
+* ``vgpu_config``: ``gpu.hami.io/v1alpha1 VGpuConfig``, the opaque config of a claim or DeviceClass (validated by
+  the webhook, applied by the kubelet plugin).
+* ``gpu_quota``: ``dra-hami.project-hami.io/v1alpha1 GpuQuota``, a namespace's GPU budget (the CRD is
+  crds/gpuquota.yaml).
+
+The wire format of each is fixed: an existing object or file must keep loading after a change here.
+"""
