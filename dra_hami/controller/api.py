@@ -67,7 +67,9 @@ class RawControllerApi:
         identity: str,
         write_budget: Callable[[], float] | None = None,
         lease_timeout: float | None = None,
+        on_write: Callable[[str], None] = lambda write: None,
     ) -> None:
+        self.on_write = on_write  # told before each write goes out (the writes-per-pod metric)
         self.raw = raw
         self.identity = identity
         self.write_budget = write_budget
@@ -93,6 +95,7 @@ class RawControllerApi:
     def write_allocation(self, key: str, resource_version: str, allocation: dict[str, Any]) -> dict[str, Any]:
         # The resourceVersion in a merge patch is a precondition: 409 Conflict if the claim changed meanwhile.
         patch = {"metadata": {"resourceVersion": resource_version}, "status": {"allocation": allocation}}
+        self.on_write("allocation")
         return self._guarded(lambda t: self.raw.patch_object(claim_path(key) + "/status", patch, timeout=t))
 
     def clear_allocation(self, key: str, resource_version: str) -> dict[str, Any]:
@@ -100,6 +103,7 @@ class RawControllerApi:
             "metadata": {"resourceVersion": resource_version},
             "status": {"allocation": None, "reservedFor": None, "devices": None},
         }
+        self.on_write("deallocation")
         return self._guarded(lambda t: self.raw.patch_object(claim_path(key) + "/status", patch, timeout=t))
 
     def remove_gate(self, key: str, current: list[dict[str, Any]], gate: str) -> dict[str, Any]:
@@ -109,6 +113,7 @@ class RawControllerApi:
             ops.append({"op": "replace", "path": "/spec/schedulingGates", "value": remaining})
         else:
             ops.append({"op": "remove", "path": "/spec/schedulingGates"})
+        self.on_write("gate")
         return self._guarded(lambda t: self.raw.patch_object(pod_path(key), ops, kind="json", timeout=t))
 
     def set_condition(self, key: str, status: str, reason: str, message: str) -> dict[str, Any]:
@@ -120,6 +125,7 @@ class RawControllerApi:
             "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         patch = {"status": {"conditions": [condition]}}
+        self.on_write("condition")
         return self.raw.patch_object(pod_path(key) + "/status", patch, kind="strategic")
 
     def record_event(self, pod: dict[str, Any], reason: str, message: str, warning: bool) -> None:
@@ -148,6 +154,7 @@ class RawControllerApi:
             "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "count": 1,
         }
+        self.on_write("event")
         self.raw.create_object(f"/api/v1/namespaces/{namespace}/events", event)
 
     # ---------------------------------------------------------------------------------------------- leases

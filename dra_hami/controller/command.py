@@ -49,6 +49,14 @@ from dra_hami.cli_options import driver_name_option, kubeconfig_option, logging_
     show_default=True,
     help="Seconds an allocation of ours must stay without a pod before it is removed.",
 )
+@click.option(
+    "--writes-in-flight",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="Pods whose API writes (claim allocation, gate removal) may be in flight at once while the next pods "
+    "are decided; 0 awaits each write.",
+)
 @logging_options
 def controller(
     driver_name: str,
@@ -61,6 +69,7 @@ def controller(
     identity: str,
     metrics_bind_address: str,
     orphan_grace: float,
+    writes_in_flight: int,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -80,6 +89,7 @@ def controller(
         lease_name=lease_name,
         metrics_address=metrics_bind_address,
         orphan_grace=orphan_grace,
+        writes_in_flight=writes_in_flight,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

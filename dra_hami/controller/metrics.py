@@ -129,6 +129,12 @@ class ControllerMetrics:
         self.leader = Counter(
             "dra_hami_controller_leader_transitions", "Times this replica became leader", registry=self.registry
         )
+        self.api_writes = Counter(
+            "dra_hami_controller_api_writes",
+            "API writes the controller sent, by what they wrote",
+            ["write"],
+            registry=self.registry,
+        )
 
     def watch_view(self, view: View, driver: str = wire.DEFAULT_DRIVER_NAME, lock: Any = None) -> None:
         self.registry.register(HamiGauges(view, driver, lock))

@@ -3,6 +3,14 @@
 Every write is conditional (resourceVersion or a JSON-patch test), and every answer is fed back into the view
 at once, so the next decision already counts what was just allocated. A conflict means somebody else changed
 the object: re-read it and decide again.
+
+With a write pipeline (pipeline.py) an allocation is put into the view when it is decided (the claims with
+their allocation, the pod's cpu/memory on its node) and its two writes (claim status, gate removal) run on a
+writer thread while the next pod is decided; so every decision sees exactly what it would see had the writes
+before it already landed, and the placements are those of the one-at-a-time loop as long as the writes
+succeed. A failed write undoes its own assumption only (pods decided meanwhile counted that capacity as
+taken, which can only have left them more room, never less); a pod whose claims are still in flight is not
+decided until they land.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from .api import CONDITION_TYPE, ControllerApi
 from .core import Allocate, Fail, Release, Settings, Ungate, Wait, decide, orphaned_allocations
 from .leader import NotLeader  # raised before a write, or after one that completed when the lease had lapsed
 from .metrics import ControllerMetrics
+from .pipeline import InlinePipeline, Outcome, WritePipeline
 from .view import CLAIMS, DELETED, MODIFIED, PODS, View
 
 log = logging.getLogger(__name__)
@@ -42,7 +51,15 @@ class Reconciler:
         may_write: Callable[[], bool] = lambda: True,
         orphan_grace: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        pipeline: WritePipeline | InlinePipeline | None = None,
+        requeue: Callable[[str], None] = lambda key: None,
     ) -> None:
+        self.pipeline = pipeline  # None: every write is awaited before the next decision
+        self.requeue = requeue  # the pod is to be handled again (after a conflict, or when its claims landed)
+        self.in_flight: dict[str, tuple[str, ...]] = {}  # pod key -> its claims being written
+        self._claims_in_flight: set[str] = set()
+        self.deferred: set[str] = set()  # pods that waited for writes in flight
+        self._attempts: dict[str, int] = {}  # pipelined decisions per pod since its last success
         self.view = view
         self.api = api
         self.settings = settings
@@ -56,8 +73,19 @@ class Reconciler:
 
     # ------------------------------------------------------------------------------------------ one pod
 
+    def busy(self, pod_key: str) -> bool:
+        """The pod, or one of its claims, has writes in flight: deciding it now could act on a guess."""
+        if pod_key in self.in_flight:
+            return True
+        pod = self.view.pods.get(pod_key)
+        return pod is not None and any(k in self._claims_in_flight for k in p.claim_keys(pod))
+
     def handle(self, pod_key: str) -> str:
-        """Decide and act for one pod; returns what happened (a metrics result label, or skipped/gone)."""
+        """Decide and act for one pod; returns what happened (a metrics result label, or skipped/gone; "in-flight"
+        when its writes were handed to the pipeline)."""
+        if self.busy(pod_key):
+            self.deferred.add(pod_key)
+            return "deferred"
         for _ in range(MAX_ATTEMPTS):
             pod = self.view.pods.get(pod_key)
             if pod is None:
@@ -85,6 +113,9 @@ class Reconciler:
                 self._release(decision.claims)
                 self.metrics.count("released")
                 continue
+            if isinstance(decision, Allocate) and self.pipeline is not None:
+                self._submit(pod_key, pod, decision, decided)
+                return "in-flight"
             if isinstance(decision, Allocate):
                 written = self._allocate(pod_key, decision)
                 if written is None:
@@ -113,6 +144,149 @@ class Reconciler:
     def _require_lease(self) -> None:
         if not self.may_write():
             raise NotLeader
+
+    # ------------------------------------------------------------------------------------------ pipelined writes
+
+    def _submit(self, pod_key: str, pod: dict[str, Any], decision: Allocate, decided: float) -> None:
+        """Put the decision into the view, then hand its writes to the pipeline."""
+        assert self.pipeline is not None
+        originals: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for write in decision.writes:
+            original = self.view.claims[write.key]
+            assumed = {**original, "status": {**(original.get("status") or {}), "allocation": write.allocation}}
+            self.view.assume(CLAIMS, assumed)
+            originals[write.key] = (original, assumed)
+        self.view.assume_pod_on(pod_key, decision.node_name)
+        # Learnt demand follows the decision, as in the one-at-a-time loop (a failed write does not unlearn it).
+        for placed in decision.placement.claims:
+            for kind in placed.task_kinds:
+                self.view.demand.observe(kind)
+        keys = tuple(originals)
+        self.in_flight[pod_key] = keys
+        self._claims_in_flight.update(keys)
+        current_gates, gate = p.gates(pod), self.settings.gate
+
+        def writes() -> tuple[list[dict[str, Any]], BaseException | None, dict[str, Any] | BaseException | None]:
+            answers: list[dict[str, Any]] = []
+            for write in decision.writes:
+                try:
+                    answers.append(self.api.write_allocation(write.key, write.resource_version, write.allocation))
+                except (ApiError, NotLeader) as err:
+                    return answers, err, None
+            try:
+                return answers, None, self.api.remove_gate(pod_key, current_gates, gate)
+            except (ApiError, NotLeader) as err:
+                return answers, None, err
+
+        def landed(outcome: Outcome) -> None:
+            try:
+                self._landed(pod_key, pod, decision, originals, decided, outcome)
+            except NotLeader:  # a clean-up write needed the lease: the next leader repairs the pod
+                log.warning("pod %s: lost the lease while handling its writes; left to the leader", pod_key)
+                self.requeue(pod_key)
+            except Exception:  # a bug must not stop the work loop, which runs this
+                log.exception("pod %s: handling its writes failed; retrying later", pod_key)
+                self.unplaceable.add(pod_key)
+                self.metrics.count("error")
+
+        self.pipeline.submit(writes, landed)
+
+    def _landed(
+        self,
+        pod_key: str,
+        pod: dict[str, Any],
+        decision: Allocate,
+        originals: dict[str, tuple[dict[str, Any], dict[str, Any]]],
+        decided: float,
+        outcome: Outcome,
+    ) -> None:
+        """A pipelined pod's writes came back (on the work loop): apply the answers, or undo what failed."""
+        keys = self.in_flight.pop(pod_key, ())
+        self._claims_in_flight.difference_update(keys)
+        for waiting in self.deferred:
+            self.requeue(waiting)
+        self.deferred.clear()
+        if isinstance(outcome, BaseException):  # a bug in the job: the writes' fate is unknown, read them back
+            log.warning("pod %s: writing its allocation: %r; retrying later", pod_key, outcome)
+            self._undo(pod_key, originals, tuple(originals))
+            self.unplaceable.add(pod_key)
+            self.metrics.count("error")
+            return
+        answers, allocation_error, ungated = outcome
+        for answer in answers:
+            self.view.apply(CLAIMS, MODIFIED, answer)
+        written = tuple(decision.writes[i].key for i in range(len(answers)))
+        if allocation_error is not None:
+            self._undo(pod_key, originals, tuple(k for k in originals if k not in written))
+            self._allocation_failed(pod_key, allocation_error, written)
+            return
+        log.info(
+            "pod %s: allocated %s on node %s (%s/%s)",
+            pod_key,
+            ", ".join(written),
+            decision.node_name,
+            decision.placement.policy.node,
+            decision.placement.policy.gpu,
+        )
+        assert ungated is not None
+        if isinstance(ungated, BaseException):
+            result = self._ungate_failed(pod_key, pod, ungated, "allocated")
+            if result in ("retry", "lease"):
+                self._again(pod_key)
+            return
+        self._attempts.pop(pod_key, None)
+        self._ungated(pod_key, pod, ungated, decision.node_name, "allocated")
+        self.metrics.placement_seconds.observe(time.perf_counter() - decided)
+
+    def _undo(self, pod_key: str, originals: dict[str, tuple[dict, dict]], keys: tuple[str, ...]) -> None:
+        """Take back the assumption of claims whose write did not land (read back: it may have landed unseen)."""
+        self.view.forget_assumed(pod_key)
+        for key in keys:
+            original, assumed = originals[key]
+            if self.view.claims.get(key) is not assumed:
+                continue  # a newer version came in meanwhile: the view holds the truth already
+            try:
+                self.view.assume(CLAIMS, self.api.get_claim(key))
+            except ApiError as err:
+                if err.not_found:
+                    self.view.apply(CLAIMS, DELETED, original)
+                else:  # unknown: count it as not written, as the one-at-a-time loop does
+                    self.view.assume(CLAIMS, original)
+        for key in self.unplaceable:
+            self.requeue(key)  # the capacity it held is free again
+
+    def _allocation_failed(self, pod_key: str, err: BaseException, written: tuple[str, ...]) -> None:
+        if isinstance(err, NotLeader):
+            log.warning("pod %s: %s; left to the leader", pod_key, err)
+            self.requeue(pod_key)
+            return
+        assert isinstance(err, ApiError)
+        if transient(err):
+            log.warning("pod %s: %s; retrying later", pod_key, err)  # what is written stays (half-done repair)
+            self.unplaceable.add(pod_key)
+            self.metrics.count("error")
+            return
+        if err.conflict or err.not_found:
+            log.info("pod %s: a claim changed meanwhile (%s); deciding again", pod_key, err)
+            self.metrics.count("conflict")
+            self._again(pod_key)
+            return
+        log.error("pod %s: the API server rejected the allocation: %s", pod_key, err)
+        self._release(written)
+        pod = self.view.pods.get(pod_key)
+        if pod is not None:
+            self._fail(pod_key, pod, Fail("AllocationRejected", f"the allocation of its claims: {err.message}"))
+
+    def _again(self, pod_key: str) -> None:
+        """Decide the pod again, up to MAX_ATTEMPTS times in a row (then at the next resync)."""
+        attempts = self._attempts[pod_key] = self._attempts.get(pod_key, 0) + 1
+        if attempts < MAX_ATTEMPTS:
+            self.requeue(pod_key)
+            return
+        self._attempts.pop(pod_key, None)
+        self.metrics.count("error")
+        log.warning("pod %s: gave up after %d conflicting attempts; retrying later", pod_key, MAX_ATTEMPTS)
+        self.unplaceable.add(pod_key)
 
     # ------------------------------------------------------------------------------------------ writes
 
@@ -160,20 +334,42 @@ class Reconciler:
         except ApiError as err:
             if transient(err):
                 raise
-            if err.not_found:
-                self.view.apply(PODS, DELETED, pod)
-                return "gone"  # its allocations are orphans now: the next sweep removes them
-            if err.conflict or err.status == 422:
-                fresh = self._refresh_pod(pod_key)
-                if fresh is None or not p.has_gate(fresh, gate):
-                    return result if fresh is not None else "gone"
-                if p.gates(fresh) != p.gates(pod):
-                    return "retry"  # somebody changed the other gates: test again with the new list
-            log.error("pod %s: cannot remove scheduling gate %s: %s; deallocating its claims", pod_key, gate, err)
-            mine = tuple(k for k in p.claim_keys(pod) if self._ours_unreserved(self.view.claims.get(k)))
-            self._release(mine)
-            self._fail(pod_key, pod, Fail("GateRemovalFailed", f"removing scheduling gate {gate}: {err.message}"))
+            return self._ungate_failed(pod_key, pod, err, result)
+        self._ungated(pod_key, pod, answer, node_name, result)
+        return result
+
+    def _ungate_failed(self, pod_key: str, pod: dict[str, Any], err: BaseException, result: str) -> str:
+        """After a failed gate removal: "retry", "gone", ``result`` (somebody else lifted it) or "error";
+        "lease" when the lease did not cover it (pipelined writes only)."""
+        gate = self.settings.gate
+        if isinstance(err, NotLeader):
+            log.warning("pod %s: %s; left to the leader", pod_key, err)
+            return "lease"
+        assert isinstance(err, ApiError)
+        if transient(err):
+            log.warning("pod %s: removing the gate: %s; retrying later", pod_key, err)
+            self.unplaceable.add(pod_key)  # its claims stay allocated: the next pass only lifts the gate
+            self.metrics.count("error")
             return "error"
+        if err.not_found:
+            self.view.apply(PODS, DELETED, pod)
+            return "gone"  # its allocations are orphans now: the next sweep removes them
+        if err.conflict or err.status == 422:
+            fresh = self._refresh_pod(pod_key)
+            if fresh is None or not p.has_gate(fresh, gate):
+                return result if fresh is not None else "gone"
+            if p.gates(fresh) != p.gates(pod):
+                return "retry"  # somebody changed the other gates: test again with the new list
+        log.error("pod %s: cannot remove scheduling gate %s: %s; deallocating its claims", pod_key, gate, err)
+        self.view.forget_assumed(pod_key)
+        mine = tuple(k for k in p.claim_keys(pod) if self._ours_unreserved(self.view.claims.get(k)))
+        self._release(mine)
+        self._fail(pod_key, pod, Fail("GateRemovalFailed", f"removing scheduling gate {gate}: {err.message}"))
+        return "error"
+
+    def _ungated(
+        self, pod_key: str, pod: dict[str, Any], answer: dict[str, Any], node_name: str | None, result: str
+    ) -> None:
         self.view.apply(PODS, MODIFIED, answer)
         if node_name:
             self.view.assume_pod_on(pod_key, node_name)
@@ -183,7 +379,6 @@ class Reconciler:
                 lambda: self.api.set_condition(pod_key, "True", "Allocated", f"claims allocated on node {node_name}")
             )
         self.metrics.count(result)
-        return result
 
     def _ours_unreserved(self, claim: dict[str, Any] | None) -> bool:
         return bool(

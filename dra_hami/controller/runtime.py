@@ -1,8 +1,9 @@
 """The controller process: informers (list + watch), the leader-election loop, the work loop and /metrics.
 
 Threads: one informer per kind feeds a queue; a single worker applies the events to the view and reconciles
-pods, so decisions never race each other; the leader-election loop renews the Lease on its own thread.
-Followers keep their view warm but never write.
+pods, so decisions never race each other; the leader-election loop renews the Lease on its own thread; up to
+``writes_in_flight`` writer threads carry out decided placements (pipeline.py) and hand their outcomes back
+through the same queue. Followers keep their view warm but never write.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from .api import COLLECTIONS, OPTIONAL, RawControllerApi
 from .core import Settings
 from .leader import LeaderElector, NotLeader
 from .metrics import ControllerMetrics
+from .pipeline import WritePipeline
 from .reconciler import Reconciler
 from .view import CLAIMS, DELETED, KINDS, PODS, View
 
 log = logging.getLogger(__name__)
 
 LIST = "LIST"
+LANDED = "landed"  # queue item of a pipelined write's outcome: (LANDED, LANDED, callable run on the work loop)
+WRITES_IN_FLIGHT = 16
 WATCH_TIMEOUT = 300
 RESYNC_SECONDS = 30.0
 BATCH = 64  # pods reconciled between two drains of the event queue
@@ -53,6 +57,7 @@ class Options:
     orphan_grace: float = 5.0
     resync_seconds: float = RESYNC_SECONDS
     api_timeout: float = 30.0
+    writes_in_flight: int = WRITES_IN_FLIGHT  # pods whose writes may run at once; 0: await each write
 
 
 class Informer(threading.Thread):
@@ -134,11 +139,24 @@ class Controller:
             # a renewal counts from its start, so a slow one cannot stretch leadership; the timeout only keeps a
             # hung call from delaying the next round past the point where another candidate may take over
             lease_timeout=min(options.api_timeout, self.elector.margin) if self.elector else None,
-        )
-        self.reconciler = Reconciler(
-            self.view, self.api, self.settings, self.metrics, self.leading, orphan_grace=options.orphan_grace
+            on_write=lambda write: self.metrics.api_writes.labels(write).inc(),
         )
         self.events: queue.Queue[tuple] = queue.Queue()
+        self.pipeline = (
+            WritePipeline(options.writes_in_flight, lambda landed: self.events.put((LANDED, LANDED, landed)))
+            if options.writes_in_flight > 0
+            else None
+        )
+        self.reconciler = Reconciler(
+            self.view,
+            self.api,
+            self.settings,
+            self.metrics,
+            self.leading,
+            orphan_grace=options.orphan_grace,
+            pipeline=self.pipeline,
+            requeue=self._requeue,
+        )
         self.synced: set[str] = set()
         self.dirty: OrderedDict[str, None] = OrderedDict()
         self.heartbeat = time.monotonic()
@@ -171,6 +189,8 @@ class Controller:
                 self._drain(timeout=0.5)
                 self.step()
         finally:
+            if self.pipeline is not None:
+                self.pipeline.close()
             self._release_lease()
             if server is not None:
                 server.shutdown()
@@ -208,7 +228,7 @@ class Controller:
 
     def _drain(self, timeout: float) -> None:
         try:
-            busy = self.dirty and self.leading() and len(self.synced) == len(KINDS)
+            busy = self.dirty and self.leading() and len(self.synced) == len(KINDS) and not self._pipeline_full()
             item = self.events.get(timeout=0.001 if busy else timeout)
         except queue.Empty:
             return
@@ -220,7 +240,16 @@ class Controller:
                 except queue.Empty:
                     return
 
+    def _pipeline_full(self) -> bool:
+        return self.pipeline is not None and self.pipeline.full
+
+    def _requeue(self, pod_key: str) -> None:
+        self.dirty[pod_key] = None
+
     def _apply(self, kind: str, event_type: str, obj: Any) -> None:
+        if kind == LANDED:
+            obj()  # a pipelined write's outcome: applied here, on the work loop, like any event
+            return
         if event_type == LIST:
             self.view.replace(kind, obj)
             self.synced.add(kind)
@@ -289,6 +318,8 @@ class Controller:
                     pending = self.reconciler.next_sweep_in()
                     self._sweep_at = self._next_resync if pending is None else now + pending + 0.05
                 for _ in range(min(BATCH, len(self.dirty))):
+                    if self._pipeline_full():
+                        break  # the next outcome that lands makes room (the queue wakes the loop)
                     key, _ = self.dirty.popitem(last=False)
                     try:
                         self.reconciler.handle(key)

@@ -178,6 +178,17 @@ class View:
         freed = event_type == DELETED or (bool(old) and _pod_finished(obj) and not _pod_finished(old or {}))
         return Change(kind, key, freed)
 
+    def assume(self, kind: str, obj: dict[str, Any]) -> None:
+        """Store ``obj`` whatever its resourceVersion: our own write before its answer came (it carries the
+        version it was decided on), or a re-read that must replace such an assumption."""
+        key = object_key(obj)
+        self.objects[kind][key] = obj
+        if self._state is not None:
+            if kind == CLAIMS:
+                self._account_claim(key, obj)
+            elif kind == PODS:
+                self._account_pod(key, obj)
+
     def assume_pod_on(self, pod_key: str, node_name: str) -> None:
         """Count an ungated pod's cpu/memory on its node until the scheduler binds it there."""
         self.assumed_nodes[pod_key] = node_name

@@ -370,8 +370,15 @@ class Ports:
 class Cluster:
     """Start with :meth:`start`, stop with :meth:`stop`; ``dir`` holds all state, ``dir/logs`` all logs."""
 
-    def __init__(self, bin_dir: Path, base_dir: Path | None = None, snapshotter: str | None = None) -> None:
+    def __init__(
+        self,
+        bin_dir: Path,
+        base_dir: Path | None = None,
+        snapshotter: str | None = None,
+        scheduler_args: tuple[str, ...] = (),
+    ) -> None:
         self.bin = bin_dir
+        self.scheduler_args = scheduler_args  # extra kube-scheduler flags (the controller bench raises its QPS)
         # Unix socket paths must stay under 108 bytes: keep the base short (plugin sockets live deep inside).
         self.dir = base_dir or Path(tempfile.mkdtemp(prefix="dra-hami-e2e-", dir="/tmp"))
         self.logs = self.dir / "logs"
@@ -633,6 +640,7 @@ class Cluster:
                     f"--secure-port={self.ports.scheduler}",
                     f"--cert-dir={self.pki_dir / 'scheduler-generated'}",
                     *common,
+                    *self.scheduler_args,
                 ],
                 self.logs / "kube-scheduler.log",
             )

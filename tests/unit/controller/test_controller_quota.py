@@ -202,7 +202,9 @@ def test_two_pods_in_one_pass_cannot_both_take_the_last_of_the_quota() -> None:
 
 
 def _controller(api: StoreApi) -> Controller:
-    options = Options(settings=settings(), kubeconfig=None, identity="t", leader_elect=False, metrics_address="0")
+    options = Options(
+        settings=settings(), kubeconfig=None, identity="t", leader_elect=False, metrics_address="0", writes_in_flight=0
+    )
     c = Controller(options, api_factory=lambda: RawKubeApi(api_client=None))  # never called: writes go to ``api``
     c.reconciler.api = api
     return c

@@ -14,9 +14,14 @@ from dra_hami.kube.client import RawKubeApi
 from dra_hami.publisher.slices import device_class
 
 
-def _controller(api: StoreApi, leader_elect: bool = False) -> Controller:
+def _controller(api: StoreApi, leader_elect: bool = False, writes_in_flight: int = 0) -> Controller:
     options = Options(
-        settings=settings(), kubeconfig=None, identity="t", leader_elect=leader_elect, metrics_address="0"
+        settings=settings(),
+        kubeconfig=None,
+        identity="t",
+        leader_elect=leader_elect,
+        metrics_address="0",
+        writes_in_flight=writes_in_flight,
     )
     c = Controller(options, api_factory=lambda: RawKubeApi(api_client=None))  # never called: writes go to ``api``
     c.reconciler.api = api
@@ -91,3 +96,26 @@ def test_a_follower_reconciles_nothing() -> None:
     c.step()
     assert api.writes == []
     assert list(c.dirty) == [f"{NS}/p1"]
+
+
+def test_pipelined_work_loop_places_every_pod_with_two_writes_each() -> None:
+    import time
+
+    pods = [pod(f"p{i}", claims={"gpu": f"c{i}"}) for i in range(12)]
+    claims = [claim(f"c{i}", memory="8Gi") for i in range(12)]
+    api = StoreApi(claims, pods)
+    c = _controller(api, writes_in_flight=4)
+    _list_everything(c, pods, claims)
+    deadline = time.monotonic() + 20
+    while (c.dirty or c.pipeline.in_flight) and time.monotonic() < deadline:
+        c.step()
+        c._drain(timeout=0.05)
+    c.pipeline.close()
+    assert sorted(api.writes) == sorted([("allocate", f"{NS}/c{i}") for i in range(12)] +
+                                        [("ungate", f"{NS}/p{i}") for i in range(12)])  # fmt: skip
+    used: dict[str, int] = {}
+    for stored in api.claims.values():
+        device = stored["status"]["allocation"]["devices"]["results"][0]["device"]
+        used[device] = used.get(device, 0) + 8
+    assert max(used.values()) <= 40  # a100x4: 40Gi GPUs, never over
+    assert c.reconciler.metrics.decisions.labels("allocated")._value.get() == 12

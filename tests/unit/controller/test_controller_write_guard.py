@@ -89,7 +89,7 @@ def test_no_write_without_the_lease_and_a_write_that_outlived_it_stops_the_leade
 def test_lease_calls_time_out_within_the_margin_and_a_slow_round_counts_from_its_start(monkeypatch) -> None:
     clock = Clock()
     raw = Raw(clock, takes=3)  # each lease call takes 3 s
-    options = Options(settings=settings(), kubeconfig=None, identity="me", metrics_address="0")
+    options = Options(settings=settings(), kubeconfig=None, identity="me", metrics_address="0", writes_in_flight=0)
     controller = Controller(options, api_factory=lambda: RawKubeApi(api_client=None))
     assert controller.elector is not None
     controller.elector.clock = clock
