@@ -4,6 +4,8 @@
   the webhook, applied by the kubelet plugin).
 * ``gpu_quota``: ``dra-hami.project-hami.io/v1alpha1 GpuQuota``, a namespace's GPU budget (the CRD is
   crds/gpuquota.yaml).
+* ``checkpoint``: the kubelet plugin's checkpoint file of prepared claims (written by the plugin, read by the
+  plugin at start and by the exporter).
 
 The wire format of each is fixed: an existing object or file must keep loading after a change here.
 """

@@ -57,16 +57,6 @@ class PreparedDevice:
             "shareID": self.share_id,
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PreparedDevice:
-        return cls(
-            tuple(data["requestNames"]),
-            data["poolName"],
-            data["deviceName"],
-            tuple(data["cdiDeviceIDs"]),
-            data.get("shareID"),
-        )
-
 
 CONTAINER_CLAIMS_DIR = PurePosixPath(wire.CONTAINER_VGPU_DIR) / "claims"
 # Names the claim inside the container (handy for users) and lets a lost checkpoint be rebuilt.

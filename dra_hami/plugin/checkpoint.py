@@ -1,4 +1,5 @@
-"""The plugin's durable record of prepared claims: versioned, checksummed, replaced atomically.
+"""The plugin's durable record of prepared claims: versioned, checksummed, replaced atomically (the file's
+shape: dra_hami/api/checkpoint.py).
 
 Each claim records the boot it was prepared in, so that after a reboot (CDI dir wiped, boot id changed)
 a re-prepare rebuilds the spec instead of failing, and the spec content itself, so a rebuild needs no API.
@@ -15,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cdi import atomic_write
+from dra_hami.api.checkpoint import KIND, VERSION, CheckpointData, ClaimEntry
 from dra_hami.plugin.cdi_spec import PreparedDevice
-
-KIND = "DraHamiCheckpoint"
-VERSION = 1
 
 
 class CheckpointError(Exception):
@@ -44,10 +43,6 @@ class ShareUse:
 
     def to_json(self) -> dict[str, Any]:
         return {"device": self.device, "memory": self.memory, "cores": self.cores}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ShareUse:
-        return cls(str(data["device"]), int(data["memory"]), int(data["cores"]))
 
 
 @dataclass
@@ -92,16 +87,19 @@ class ClaimRecord:
         return data
 
     @classmethod
-    def from_json(cls, uid: str, data: dict[str, Any]) -> ClaimRecord:
+    def from_entry(cls, uid: str, entry: ClaimEntry) -> ClaimRecord:
         return cls(
             uid=uid,
-            namespace=data["namespace"],
-            name=data["name"],
-            state=ClaimState(data["state"]),
-            boot_id=data["bootID"],
-            spec=data.get("spec"),
-            devices=[PreparedDevice.from_json(d) for d in data.get("devices") or []],
-            shares=None if data.get("shares") is None else [ShareUse.from_json(s) for s in data["shares"]],
+            namespace=entry.namespace,
+            name=entry.name,
+            state=ClaimState(entry.state),
+            boot_id=entry.boot_id,
+            spec=entry.spec,
+            devices=[
+                PreparedDevice(tuple(d.request_names), d.pool_name, d.device_name, tuple(d.cdi_device_ids), d.share_id)
+                for d in entry.devices
+            ],
+            shares=None if entry.shares is None else [ShareUse(s.device, s.memory, s.cores) for s in entry.shares],
         )
 
 
@@ -142,7 +140,8 @@ class Checkpoint:
             data = document["data"]
             if document.get("checksum") != _checksum(data):
                 raise CheckpointError(f"{self.path}: checksum mismatch, the file is corrupt")
-            return {uid: ClaimRecord.from_json(uid, rec) for uid, rec in data["claims"].items()}
+            claims = CheckpointData.model_validate(data).claims
+            return {uid: ClaimRecord.from_entry(uid, entry) for uid, entry in claims.items()}
         except CheckpointError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as err:
