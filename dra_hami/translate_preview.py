@@ -74,8 +74,8 @@ def gpus_of_slices(docs: Iterable[dict[str, Any]], driver: str) -> list[Publishe
 
 def gpus_of_profile(profile: str, driver: str) -> list[PublishedGpu]:
     """The GPUs a node with this fake profile publishes (raises DiscoveryError for a bad profile)."""
+    from dra_hami.api.publisher_config import PublisherConfig
     from dra_hami.discovery import load_discovery
-    from dra_hami.publisher.config import PublisherConfig
     from dra_hami.publisher.slices import build_pool
 
     config = PublisherConfig(node_name="translate-preview", driver_name=driver)

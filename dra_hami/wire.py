@@ -6,6 +6,8 @@ configurable; everything else derives from it.
 
 from __future__ import annotations
 
+import re
+
 DEFAULT_DRIVER_NAME = "hami-core-gpu.project-hami.io"
 DEVICE_TYPE = "hami-gpu"
 DEVICE_NAME_PREFIX = "hami-gpu-"
@@ -128,3 +130,16 @@ def device_class_selector(driver_name: str) -> str:
 
 def scheduling_gate(driver_name: str) -> str:
     return f"{driver_name}/allocation"
+
+
+# The pciBusID attribute is published in the sysfs form; NVML and fake profiles may write others.
+_BUS_ID = re.compile(r"^(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
+
+
+def normalise_pci_bus_id(bus_id: str) -> str:
+    """``00000000:3B:00.0`` (NVML) or ``3b:00.0`` -> ``0000:3b:00.0`` (the sysfs form)."""
+    match = _BUS_ID.match(bus_id.strip())
+    if not match:
+        raise ValueError(f"{bus_id!r} is not a PCI bus id (domain:bus:device.function)")
+    domain, bus, device, function = match.groups()
+    return f"{int(domain or '0', 16):04x}:{int(bus, 16):02x}:{int(device, 16):02x}.{function}"

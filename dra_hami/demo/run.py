@@ -11,6 +11,7 @@ import click
 import yaml
 
 from dra_hami import wire
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.demo import libvgpu_run
 from dra_hami.demo import manifests as manifest_io
 from dra_hami.demo.allocation import allocate_examples, landing_table
@@ -19,7 +20,6 @@ from dra_hami.demo.kubelet import PluginProcess
 from dra_hami.demo.output import check_output, write_output
 from dra_hami.discovery import GpuInfo, load_discovery
 from dra_hami.kube import objects as k8s
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool, device_class
 
 NODE = "demo-node"

@@ -8,8 +8,6 @@ from typing import Protocol
 
 from dra_hami import wire
 
-_BUS_ID = re.compile(r"^(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
-
 
 class DiscoveryError(RuntimeError):
     """GPUs could not be discovered (NVML missing, a broken fake profile, a GPU that stopped answering)."""
@@ -48,15 +46,6 @@ class Discovery(Protocol):
     def discover(self) -> list[GpuInfo]:
         """Every GPU of the node, sorted by PCI bus id; raises DiscoveryError."""
         ...
-
-
-def normalise_pci_bus_id(bus_id: str) -> str:
-    """``00000000:3B:00.0`` (NVML) or ``3b:00.0`` -> ``0000:3b:00.0`` (the sysfs form)."""
-    match = _BUS_ID.match(bus_id.strip())
-    if not match:
-        raise ValueError(f"{bus_id!r} is not a PCI bus id (domain:bus:device.function)")
-    domain, bus, device, function = match.groups()
-    return f"{int(domain or '0', 16):04x}:{int(bus, 16):02x}:{int(device, 16):02x}.{function}"
 
 
 def sort_gpus(gpus: list[GpuInfo]) -> list[GpuInfo]:

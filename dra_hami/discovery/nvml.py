@@ -11,9 +11,10 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from dra_hami.discovery import sysfs
-from dra_hami.discovery.model import DiscoveryError, GpuInfo, check_unique, normalise_pci_bus_id, sort_gpus
+from dra_hami.discovery.model import DiscoveryError, GpuInfo, check_unique, sort_gpus
 from dra_hami.discovery.names import ARCHITECTURES, BRANDS, architecture_from_capability
 from dra_hami.discovery.nvlink import SWITCH, nvlink_groups
+from dra_hami.wire import normalise_pci_bus_id
 
 log = logging.getLogger(__name__)
 

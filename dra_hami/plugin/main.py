@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dra_hami import cdi_store
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery import load_discovery
 from dra_hami.health import monitor as health_monitor
 from dra_hami.health.nvml import DEFAULT_IGNORED_XIDS
@@ -21,7 +22,6 @@ from dra_hami.plugin.claim_dirs import DEFAULT_SIZE, ClaimDirs, Storage
 from dra_hami.plugin.inventory import Inventory
 from dra_hami.plugin.server import PluginServer
 from dra_hami.plugin.state import PluginState
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.publisher import SlicePublisher
 from dra_hami.publisher.slices import build_pool
 

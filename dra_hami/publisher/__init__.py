@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dra_hami.publisher.config import PublisherConfig
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.publisher.publisher import ReconcileResult, SlicePublisher
 from dra_hami.publisher.slices import build_pool, device_class
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from dra_hami import wire
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery.model import GpuInfo
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.policy import MAX_STRING, is_semver
 from dra_hami.quantity import format_bytes
 

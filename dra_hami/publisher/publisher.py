@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery.model import Discovery, DiscoveryError
 from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import RESOURCE_API, ApiError
 from dra_hami.kube.reflector import Backoff, Callbacks, ListWatchApi, Reflector
 from dra_hami.publisher.compare import same_content
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.device import PoolError
 from dra_hami.publisher.policy import PolicyError
 from dra_hami.publisher.slices import build_pool, pool_generation

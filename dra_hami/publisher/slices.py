@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dra_hami import wire
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery.model import GpuInfo, sort_gpus
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.device import build_device
 from dra_hami.publisher.policy import PolicyError, check_device
 

@@ -30,8 +30,8 @@ from dra_hami.allocator import (
 )
 from dra_hami.allocator.model import parse_device_class, parse_slices
 from dra_hami.allocator.nodes import parse_node
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery.model import GpuInfo
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool, device_class
 
 from .trace import MILLI_PER_GPU, TraceNode, TracePod

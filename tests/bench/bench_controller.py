@@ -43,8 +43,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from cluster import DRIVER, REPO_ROOT, Cluster, Component, build_binaries, free_port, load_manifests, wait_for
 
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery import load_discovery
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool
 from dra_hami.quantity import to_int
 

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from cluster import DRIVER, REPO_ROOT, Cluster, Component, free_port, wait_for
 
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery import load_discovery
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool
 from dra_hami.quantity import to_int
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dra_hami import wire
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.controller.core import Settings
 from dra_hami.controller.view import CLAIMS, CLASSES, NODES, PODS, SLICES, View
 from dra_hami.discovery import load_discovery
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool, device_class
 
 DRIVER = wire.DEFAULT_DRIVER_NAME

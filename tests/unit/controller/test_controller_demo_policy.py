@@ -8,11 +8,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.cli import main
 from dra_hami.demo import manifests as manifest_io
 from dra_hami.demo.allocation import allocate_examples, landing_table, policy_choice
 from dra_hami.discovery import load_discovery
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool, device_class
 
 DRIVER = "hami-core-gpu.project-hami.io"

@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 
 from dra_hami import wire
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.demo import manifests as m
 from dra_hami.discovery import load_discovery
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool
 
 REPO = Path(__file__).resolve().parents[3]

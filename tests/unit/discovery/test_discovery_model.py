@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dra_hami.discovery.model import GpuInfo, normalise_pci_bus_id, pci_sort_key, sort_gpus
+from dra_hami.discovery.model import GpuInfo, pci_sort_key, sort_gpus
 from dra_hami.discovery.nvlink import SWITCH, nvlink_groups
+from dra_hami.wire import normalise_pci_bus_id
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 import pytest
 from health_fakes import Slices
 
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery import FakeDiscovery
 from dra_hami.discovery.model import DiscoveryError
 from dra_hami.health import monitor as health_monitor
 from dra_hami.health.fake import FakeHealthError, FakeHealthSource, parse
 from dra_hami.health.taints import device_taints, taint_value, time_added
 from dra_hami.health.tracker import REASON_LOST, REASON_XID, HealthTracker, Problem
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.publisher import SlicePublisher
 
 DRIVER = "hami-core-gpu.project-hami.io"

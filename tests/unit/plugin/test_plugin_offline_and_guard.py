@@ -9,6 +9,7 @@ import pytest
 from plugin_factories import DRIVER, NODE, GiB, claim, result
 from test_plugin_state import Api, Specs
 
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.kube.client import ApiError
 from dra_hami.plugin.capacity import admit, record_shares
 from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice
@@ -16,7 +17,6 @@ from dra_hami.plugin.checkpoint import Checkpoint, ClaimRecord, ClaimState, Shar
 from dra_hami.plugin.claim import NodeDevice
 from dra_hami.plugin.inventory import Inventory, InventoryError, node_devices
 from dra_hami.plugin.state import ClaimLocks, PluginState
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool
 
 MiB = 1 << 20

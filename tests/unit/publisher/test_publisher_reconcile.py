@@ -13,10 +13,10 @@ import pytest
 from slice_store import SliceStore
 
 from dra_hami import wire
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery import FakeDiscovery, GpuInfo
 from dra_hami.discovery.profile import profile_gpus
 from dra_hami.kube.client import ApiError
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.publisher import SlicePublisher
 from dra_hami.publisher.slices import build_pool
 from dra_hami.quantity import to_int

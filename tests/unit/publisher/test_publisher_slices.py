@@ -9,9 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from dra_hami import wire
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery import GpuInfo, builtin_profiles, load_discovery
 from dra_hami.discovery.profile import profile_gpus
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.device import PoolError, build_device, memory_capacity, to_semver
 from dra_hami.publisher.slices import build_pool, device_class, slice_name
 from dra_hami.quantity import to_int

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from dra_hami import wire
 from dra_hami.allocator.cel import SelectorCache
 from dra_hami.allocator.model import Device, parse_slices
+from dra_hami.api.publisher_config import PublisherConfig
 from dra_hami.discovery import load_discovery
 from dra_hami.kube.client import ApiError
-from dra_hami.publisher.config import PublisherConfig
 from dra_hami.publisher.slices import build_pool
 
 DRIVER = wire.DEFAULT_DRIVER_NAME
