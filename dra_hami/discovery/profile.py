@@ -1,16 +1,7 @@
-"""Fake GPU profiles: the expansion of a profile (schema: dra_hami/api/fake_profile.py) to GpuInfo.
+"""Fake GPU profiles expanded to GpuInfo (the YAML's schema and an example: dra_hami/api/fake_profile.py).
 
-A profile lists GPUs; ``defaults`` holds what they have in common and ``count`` repeats an entry. Bus ids,
-minors and UUIDs are derived deterministically when not given, so the same profile always yields the same
-devices::
-
-    name: t4x2
-    driverVersion: 535.104.05
-    cudaDriverVersion: "12.2"
-    defaults: {productName: Tesla T4, memory: 15360Mi, cudaComputeCapability: "7.5"}
-    gpus:
-      - {pciBusID: "0000:00:04.0", numaNode: 0, pcieRoot: pci0000:00}
-      - {pciBusID: "0000:00:05.0", numaNode: 0, pcieRoot: pci0000:00}
+``defaults`` fill each entry, ``count`` repeats it; bus ids, minors and UUIDs not given are derived from the
+profile's name and the GPU's position, so the same profile always yields the same devices.
 """
 
 from __future__ import annotations
