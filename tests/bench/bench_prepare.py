@@ -72,9 +72,11 @@ def run_rounds(args: argparse.Namespace, source: Path, rows: dict, cpu: dict, sy
     os.environ["PYTHONPATH"] = str(source)  # the plugin subprocess imports dra_hami from there
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            # Split count 128: the claims must fit the GPUs, which the plugin checks before preparing. The log
-            # level is the plugin's default (the harness asks for debug).
-            plugin = PluginProcess(Path(tmp), api, extra_args=["--split-count", "128", "--log-level", "info"]).start()
+            # Split count 128: the claims must fit the GPUs, which the plugin checks before preparing. Log level
+            # and publish interval are the plugin's defaults (the harness asks for debug and 1 s, whose
+            # reconciles would be counted in the calls' CPU).
+            extra = ["--split-count", "128", "--log-level", "info", "--publish-interval", "30"]
+            plugin = PluginProcess(Path(tmp), api, extra_args=extra).start()
             try:
                 assert plugin.proc is not None
                 claims = [
