@@ -91,7 +91,8 @@ def allocated_node(claim: dict[str, Any]) -> str | None:
     for term in selector.get("nodeSelectorTerms") or []:
         for field in term.get("matchFields") or []:
             if field.get("key") == "metadata.name" and field.get("operator") == "In" and len(field["values"]) == 1:
-                return field["values"][0]
+                node: str = field["values"][0]
+                return node
     return None
 
 

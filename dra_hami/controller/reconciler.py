@@ -238,7 +238,9 @@ class Reconciler:
         self._ungated(pod_key, pod, ungated, decision.node_name, "allocated")
         self.metrics.placement_seconds.observe(time.perf_counter() - decided)
 
-    def _undo(self, pod_key: str, originals: dict[str, tuple[dict, dict]], keys: tuple[str, ...]) -> None:
+    def _undo(
+        self, pod_key: str, originals: dict[str, tuple[dict[str, Any], dict[str, Any]]], keys: tuple[str, ...]
+    ) -> None:
         """Take back the assumption of claims whose write did not land (read back: it may have landed unseen)."""
         self.view.forget_assumed(pod_key)
         for key in keys:
@@ -474,5 +476,6 @@ class Reconciler:
 def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind:
-            return condition
+            found: dict[str, Any] = condition
+            return found
     return {}
