@@ -1,10 +1,14 @@
-"""A real single-node Kubernetes cluster on 127.0.0.1 for the e2e suite.
+"""A real single-node Kubernetes cluster in a network namespace of its own, for the e2e suite.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubelet (built from the module proxy
-by tests/e2e/build.sh) and containerd 2.x with runc, all as child processes of the test session, all state in
-one harness directory. There is no pod network: pods must use ``hostNetwork: true``. The API server never dials
-the kubelet (the kubelet advertises a non-loopback address), so there is no ``kubectl logs``/``exec``: read
-container output with :meth:`Cluster.pod_log`, which parses the kubelet's pod-log directory.
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy (built from the module proxy
+by tests/e2e/build.sh) and containerd 2.x with runc and the reference CNI plugins, all as child processes of the
+test session, all state in one harness directory, all in one network namespace the harness creates and removes
+(netns.py; the session's main thread joins it while a test runs). Pods get their own addresses from the bridge
+plugin (POD_SUBNET), Services route through kube-proxy, and the ``kubernetes`` Service points at the node address
+(NODE_IP) the API server advertises, so in-cluster configuration works. ``hostNetwork: true`` pods share the
+namespace's loopback with the components. The kubelet serves on 127.0.0.1 only, so there is no
+``kubectl logs``/``exec``: read container output with :meth:`Cluster.pod_log`, which parses the kubelet's pod-log
+directory.
 """
 
 from __future__ import annotations
@@ -33,12 +37,18 @@ from typing import Any
 import yaml
 from e2e_images import BUSYBOX_IMAGE, PAUSE_ENTRYPOINT, PAUSE_IMAGE, ImageSpec, ImageStore, busybox_rootfs
 from e2e_pki import CertSpec, KeyPair, Pki, write_kubeconfig
+from netns import NETNS_DIR, NetNs, ip, run_in_host
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parents[1]
 NODE_NAME = "e2e-node"
 DRIVER = "hami-core-gpu.project-hami.io"
 SERVICE_CIDR = "10.0.0.0/24"
+# Addresses inside the cluster's own network namespace (nothing outside it sees or routes them).
+NODE_IP = "10.200.0.2"  # the kubelet's node IP and the API server's advertise address
+NODE_PREFIX = 24
+POD_SUBNET = "10.244.0.0/24"  # the bridge plugin's host-local range; 10.244.0.1 is the bridge (the pods' gateway)
+CLUSTER_CIDR = "10.244.0.0/16"
 # One kubelet per host: two would fight over the /kubepods cgroups (each removes pod cgroups it does not know).
 HOST_LOCK = Path("/tmp/dra-hami-e2e.lock")
 
@@ -68,7 +78,7 @@ def build_binaries(timeout: float = 3600, *, stream: bool = False) -> Path:
     minutes and must not look like a hang); else it is captured and shown afterwards.
     """
     started = time.monotonic()
-    proc = subprocess.run(
+    proc = run_in_host(  # the module proxy is outside the cluster's namespace
         ["bash", str(E2E_DIR / "build.sh")],
         stdout=subprocess.PIPE,
         stderr=None if stream else subprocess.PIPE,
@@ -365,6 +375,8 @@ class Ports:
     scheduler: int = field(default_factory=free_port)
     kubelet: int = field(default_factory=free_port)
     kubelet_healthz: int = field(default_factory=free_port)
+    kube_proxy_healthz: int = field(default_factory=free_port)
+    kube_proxy_metrics: int = field(default_factory=free_port)
 
 
 class Cluster:
@@ -390,6 +402,7 @@ class Cluster:
         self.kube: Kube
         self.images: ImageStore
         self._started = False
+        self.netns = NetNs(self.dir.name)  # dra-hami-e2e-XXXX, like the harness dir
 
         self.pki_dir = self.dir / "pki"
         self.etcd_dir = self.dir / "etcd"
@@ -464,6 +477,9 @@ class Cluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             self._timed("host lock", self._lock_host)
+            self._timed("network namespace", self._make_netns)
+            # The calling thread stays in the namespace: the fixtures after this one start processes there.
+            self.netns.enter()
             self._timed("certificates", self._write_pki)
             self._timed("etcd", self._start_etcd)
             self._start_apiserver()
@@ -472,6 +488,7 @@ class Cluster:
             self._timed("apiserver", self._wait_apiserver)
             self._timed("controllers", self._start_controllers)
             self._timed("kubelet", self._start_kubelet)
+            self._timed("kube-proxy", self._start_kube_proxy)
             self._timed("default service account", self._wait_default_service_account)
         except BaseException as err:
             if isinstance(err, HarnessError):
@@ -479,6 +496,24 @@ class Cluster:
             raise
         self.timings["total"] = time.monotonic() - t0
         return self
+
+    def _make_netns(self) -> None:
+        """The node: loopback, and NODE_IP on one end of a veth pair whose other end goes nowhere (this VM has no
+        dummy interfaces). The service range is routed there too, so a connect() to a ClusterIP from a process of
+        the namespace reaches the nat OUTPUT chain, where kube-proxy rewrites it. There is no default route."""
+        # We hold the host lock, so any other cluster namespace is a leftover of a killed run.
+        for stale in NETNS_DIR.glob("dra-hami-e2e-*"):
+            if stale.name != self.netns.name:
+                NetNs(stale.name).delete()
+        self.netns.create()
+        ns = self.netns.name
+        ip("link", "add", "node0", "type", "veth", "peer", "name", "node0-end", netns=ns)
+        ip("addr", "add", f"{NODE_IP}/{NODE_PREFIX}", "dev", "node0", netns=ns)
+        ip("link", "set", "node0-end", "up", netns=ns)
+        ip("link", "set", "node0", "up", netns=ns)
+        ip("route", "add", SERVICE_CIDR, "dev", "node0", netns=ns)
+        # Pods reach Services (DNAT back out of the bridge) and each other through this namespace.
+        self.netns.sysctl("net.ipv4.ip_forward", "1")
 
     def _timed(self, what: str, fn: Callable[[], None]) -> None:
         t0 = time.monotonic()
@@ -494,7 +529,7 @@ class Cluster:
                 "apiserver",
                 "kube-apiserver",
                 dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-                ip_addresses=("127.0.0.1", "10.0.0.1"),
+                ip_addresses=("127.0.0.1", "10.0.0.1", NODE_IP),
                 server=True,
             )
         )
@@ -510,6 +545,8 @@ class Cluster:
             "controller-manager": CertSpec("controller-manager", "system:kube-controller-manager", client=True),
             "scheduler": CertSpec("scheduler", "system:kube-scheduler", client=True),
             "kubelet": CertSpec("kubelet", f"system:node:{self.node_name}", ("system:nodes",), client=True),
+            # The default ClusterRoleBinding system:node-proxier grants this user what kube-proxy reads.
+            "kube-proxy": CertSpec("kube-proxy", "system:kube-proxy", client=True),
         }
         self.kubeconfigs: dict[str, Path] = {}
         for name, spec in clients.items():
@@ -567,7 +604,9 @@ class Cluster:
                 [
                     self.binary("kube-apiserver"),
                     f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
-                    "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                    # In the cluster's namespace: loopback for the components and tests, NODE_IP for the pods
+                    # (the `kubernetes` Service's endpoint), the bridge address; nothing else exists there.
+                    "--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}",
                     f"--secure-port={self.ports.apiserver}",
                     f"--cert-dir={self.pki_dir / 'apiserver-generated'}",
                     f"--tls-cert-file={self.apiserver_cert.cert}", f"--tls-private-key-file={self.apiserver_cert.key}",
@@ -582,7 +621,6 @@ class Cluster:
                     "--authorization-mode=Node,RBAC",
                     "--enable-admission-plugins=NodeRestriction",
                     "--allow-privileged=true",
-                    "--endpoint-reconciler-type=none",  # 127.0.0.1 is not a valid endpoint of the kubernetes service
                     "--profiling=false",
                     f"--feature-gates={self._gates()}",
                     "--v=1",
@@ -660,6 +698,29 @@ class Cluster:
         wait_for(healthy(kcm, self.ports.controller_manager), 60, "kube-controller-manager /healthz", details=kcm.tail)
         wait_for(healthy(sched, self.ports.scheduler), 60, "kube-scheduler /healthz", details=sched.tail)
 
+    def cni_config(self) -> dict[str, Any]:
+        return {
+            "cniVersion": "1.0.0",
+            "name": "e2e-pods",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        # the address leases live with the run (default: host-wide /var/lib/cni/networks)
+                        "dataDir": str(self.dir / "cni" / "ipam"),
+                        "ranges": [[{"subnet": POD_SUBNET}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}, "snat": False},
+            ],
+        }
+
     def _containerd_config(self) -> str:
         runtime = "io.containerd.cri.v1.runtime"
         return f"""version = 3
@@ -686,8 +747,11 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
   [plugins.'{runtime}']
     cdi_spec_dirs = ['{self.cdi_dir}']
     restrict_oom_score_adj = true
+    # The pods' network namespaces are mounted under the harness dir (not the host-wide /var/run/netns), so the
+    # harness's unmount of everything below its dir also removes any a killed run left behind.
+    netns_mounts_under_state_dir = true
     [plugins.'{runtime}'.cni]
-      bin_dirs = ['{self.dir / "cni" / "bin"}']
+      bin_dirs = ['{self.bin / "cni"}']
       conf_dir = '{self.cni_conf_dir}'
     [plugins.'{runtime}'.containerd]
       default_runtime_name = 'runc'
@@ -702,15 +766,14 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
     def _start_containerd(self) -> None:
         for d in (self.containerd_root, self.containerd_state, self.cdi_dir, self.cni_conf_dir, self.runc_root):
             d.mkdir(parents=True, exist_ok=True)
-        (self.dir / "cni" / "bin").mkdir(parents=True, exist_ok=True)
-        # No pod network (pods use hostNetwork), but the CRI reports NetworkReady=false, and the kubelet keeps the
-        # node NotReady, until it has loaded a CNI config. This one is never executed.
-        (self.cni_conf_dir / "10-e2e.conflist").write_text(
-            json.dumps({"cniVersion": "1.0.0", "name": "e2e-unused", "plugins": [{"type": "loopback"}]})
-        )
+        # The pod network: the reference bridge plugin (bridge cni0 in the cluster's namespace, the pods' gateway,
+        # with hairpin for a pod that reaches itself through a Service), host-local addresses from POD_SUBNET,
+        # portmap for hostPort. No masquerading: nothing leaves the namespace, so there is nothing to hide behind.
+        (self.cni_conf_dir / "10-e2e.conflist").write_text(json.dumps(self.cni_config(), indent=2))
         config = self.dir / "containerd.toml"
         config.write_text(self._containerd_config())
-        env = {"PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"}  # containerd-shim-runc-v2
+        # containerd-shim-runc-v2 from bin/; iptables (the portmap CNI plugin) from the system paths
+        env = {"PATH": f"{self.bin}:{os.environ.get('PATH', '')}:/usr/sbin:/sbin:/usr/bin:/bin"}
         containerd = self._add(
             Component(
                 "containerd",
@@ -792,6 +855,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
                     f"--root-dir={self.kubelet_root}",
                     f"--cert-dir={self.pki_dir / 'kubelet-generated'}",
                     f"--hostname-override={self.node_name}",
+                    f"--node-ip={NODE_IP}",
                     "--v=3",  # "Registered DRA plugin" is logged at level 3
                     # each NodePrepare/UnprepareResources call, before and after (the peer comparison times them)
                     "--vmodule=dra_plugin=4",
@@ -802,6 +866,48 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
         )
         wait_for(lambda: (kubelet.check_alive(), self.node_ready())[1], 120, f"node {self.node_name} to be Ready",
                  details=lambda: f"{self.node_conditions()}\n{kubelet.tail(40)}")  # fmt: skip
+
+    def kube_proxy_config(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self.kubeconfigs["kube-proxy"])},
+            "hostnameOverride": self.node_name,
+            "mode": "iptables",
+            "clusterCIDR": CLUSTER_CIDR,
+            "healthzBindAddress": f"127.0.0.1:{self.ports.kube_proxy_healthz}",
+            "metricsBindAddress": f"127.0.0.1:{self.ports.kube_proxy_metrics}",
+            # conntrack sizes are host-wide (read-only in a network namespace): leave them as they are.
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+            # NodePorts on 127.0.0.1 need route_localnet; nothing here uses them.
+            "iptables": {"localhostNodePorts": False},
+            "nodePortAddresses": [f"{NODE_IP}/32"],
+            "featureGates": {},
+        }
+
+    def _start_kube_proxy(self) -> None:
+        config = self.dir / "kube-proxy-config.yaml"
+        config.write_text(yaml.safe_dump(self.kube_proxy_config(), sort_keys=False))
+        proxy = self._add(
+            Component(
+                "kube-proxy",
+                [self.binary("kube-proxy"), f"--config={config}", "--v=2"],
+                self.logs / "kube-proxy.log",
+                # iptables-restore and friends (Debian's, nf_tables backend) come from the system paths
+                env={"PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin:/usr/bin:/bin"},
+            )
+        )
+
+        def healthy() -> bool:
+            proxy.check_alive()
+            url = f"http://127.0.0.1:{self.ports.kube_proxy_healthz}/healthz"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    return resp.status == 200
+            except urllib.error.HTTPError:  # 503 until its first sync of Services and EndpointSlices
+                return False
+
+        wait_for(healthy, 60, "kube-proxy /healthz (first sync of the service rules)", details=proxy.tail)
 
     def _wait_default_service_account(self) -> None:
         wait_for(
@@ -943,6 +1049,14 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
         self._started = False
         if keep is None:
             keep = os.environ.get("E2E_KEEP", "") not in ("", "0")
+        try:
+            # The components' addresses and the pods' interfaces are in the cluster's namespace.
+            with self.netns.entered() if self.netns.exists() else contextlib.nullcontext():
+                self._stop_all(keep)
+        finally:
+            self.netns.delete()  # the bridge, the node's veth and whatever a pod left there go with it
+
+    def _stop_all(self, keep: bool) -> None:
         with contextlib.suppress(Exception):
             self._delete_all_pods()
         for name in ("kubelet", "kube-scheduler", "kube-controller-manager"):

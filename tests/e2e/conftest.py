@@ -16,12 +16,14 @@ E2E_SNAPSHOTTER (overlayfs|native), E2E_FEATURE_GATES (extra/overriding gates, `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import netns
 import pytest
 from cluster import DRIVER, REPO_ROOT, Cluster, HamiPlugin, build_binaries, load_manifests, wait_for
 
@@ -103,6 +105,35 @@ def namespace(cluster: Cluster):
     for pod in cluster.kube.get(f"/api/v1/namespaces/{name}/pods").get("items", []):
         cluster.kube.delete(f"/api/v1/namespaces/{name}/pods/{pod['metadata']['name']}", grace_seconds=0)
     cluster.kube.delete(f"/api/v1/namespaces/{name}")
+
+
+@contextlib.contextmanager
+def _in_cluster_netns():
+    """Each test phase of this suite runs in the cluster's network namespace once the cluster is up (the component
+    addresses, the pods and the Services are there), and the thread is back where it was afterwards."""
+    with netns.restored():
+        c = _state.get("cluster")
+        if c is not None and c.netns.exists():
+            c.netns.enter()
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    with _in_cluster_netns():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    with _in_cluster_netns():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    with _in_cluster_netns():
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

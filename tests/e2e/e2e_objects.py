@@ -1,9 +1,11 @@
 """The Kubernetes objects the e2e scenarios create, built in one place: busybox pods, one-request
 ResourceClaimTemplates, and the wait for a pod's allocated ResourceClaim.
 
-Every pod fits this harness's single node, which has no registry and no pod network: the image is one imported into
-containerd (``imagePullPolicy: Never``) and the pod uses the host network. No pod talks to the API server, so no
-service account token is mounted, and a 1 s grace period keeps pod deletion quick. A GPU claim is always named
+Every pod fits this harness's single node, which has no registry: the image is one imported into containerd
+(``imagePullPolicy: Never``). By default the pod uses the host network (the cluster's network namespace, where the
+processes the tests start listen on loopback); ``hostNetwork=False`` gives it the pod network. No pod talks to
+the API server unless asked, so no service account token is mounted, and a 1 s grace period keeps pod deletion
+quick. A GPU claim is always named
 ``gpu``, in the pod and in the container, as is the one request of a template.
 """
 

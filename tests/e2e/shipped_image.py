@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from netns import run_in_host
+
 E2E_DIR = Path(__file__).resolve().parent
 
 # Flags this host needs for rootful podman (see tests/integration/podman.py): crun fails here, and podman's
@@ -44,7 +46,8 @@ class BuiltImage:
 
 def build(timeout: float = 3600) -> BuiltImage:
     started = time.monotonic()
-    proc = subprocess.run(
+    # In the host's network namespace even while a test holds the cluster's: a cold build needs apt and pip.
+    proc = run_in_host(
         ["bash", str(E2E_DIR / "build_image.sh")], capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0:
