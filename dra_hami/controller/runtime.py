@@ -124,9 +124,8 @@ class Controller:
         factory = api_factory or (lambda: RawKubeApi.from_config(options.kubeconfig, options.api_timeout))
         self._factory = factory
         self.view = View()
-        self.lock = threading.RLock()  # the view: the worker writes, metric scrapes read
+        self.lock = threading.RLock()  # the view
         self.metrics = ControllerMetrics()
-        self.metrics.watch_view(self.view, self.settings.driver, self.lock)
         self.elector = (
             LeaderElector(options.identity, options.lease_namespace, options.lease_name)
             if options.leader_elect

@@ -14,24 +14,24 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from dra_hami import wire
 from dra_hami.discovery.model import Discovery, DiscoveryError, GpuInfo
+from dra_hami.exporter import hami as h
+from dra_hami.exporter.allocation import node_allocation
 from dra_hami.exporter.claims import CheckpointReader, PreparedClaim, prepared_claims
 from dra_hami.exporter.gpus import GpuStats
-from dra_hami.exporter.identity import ClaimUsers, IdentityCache
+from dra_hami.exporter.identity import PENDING, ClaimUsers, IdentityCache
 from dra_hami.exporter.region import RegionError, RegionNotReady, RegionSnapshot, RegionUnsafe, read_region
 
 log = logging.getLogger(__name__)
 
 CLAIM_LABELS = ["node", "namespace", "pod", "container", "claim", "claim_uid", "device", "uuid"]
 GPU_LABELS = ["node", "device", "uuid", "index", "product"]
-# HAMi's vGPU monitor label names, so dashboards built for it keep working.
-HAMI_CONTAINER_LABELS = ["podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"]
-HAMI_HOST_LABELS = ["nodeid", "deviceidx", "deviceuuid", "devicetype"]
 
 WHY_NO_CONTAINER = (
     "pod and container are empty when not exactly one pod (container) uses the claim: the claim's region is "
@@ -136,8 +136,10 @@ class ExporterCollector(Collector):
         gpus: Callable[[], list[GpuInfo]],
         stats: GpuStats,
         identities: IdentityCache,
+        hami_names: tuple[str, ...] = (h.CURRENT, h.LEGACY),
     ):
         self._node = node_name
+        self._hami_names = hami_names
         self._claims_dir = vgpu_dir / "claims"
         self._checkpoint = checkpoint
         self._gpus = gpus
@@ -188,69 +190,60 @@ class ExporterCollector(Collector):
         gpus = self._gpus()
         readings = self.read_claims(gpus)
         f = _Families()
+        hami = h.HamiSeries(self._hami_names)
         per_gpu_used: defaultdict[str, int] = defaultdict(int)
         per_gpu_util: defaultdict[str, int] = defaultdict(int)
         allocated_memory: defaultdict[str, int] = defaultdict(int)
         allocated_cores: defaultdict[str, int] = defaultdict(int)
         claim_count: defaultdict[str, int] = defaultdict(int)
-        by_uuid = {gpu.uuid: gpu for gpu in gpus}
-        hami_used: defaultdict[tuple[str, ...], int] = defaultdict(int)
-        hami_limit: defaultdict[tuple[str, ...], int] = defaultdict(int)
-        hami_util: defaultdict[tuple[str, ...], int] = defaultdict(int)
 
         for reading in readings:
             claim, users = reading.claim, reading.users
-            pod, container = users.pod, users.container
-            base = [self._node, claim.namespace, pod, container, claim.name, claim.uid]
-            for consumer in users.consumers:
-                for name in consumer.containers or ("",):
-                    f.consumer.add_metric([self._node, claim.namespace, claim.name, claim.uid, consumer.pod, name], 1.0)
-            f.readable.add_metric(base, 1.0 if reading.readable else 0.0)
-            if reading.region is not None:
-                f.processes.add_metric(base, reading.region.processes)
-            elif reading.readable:
-                f.processes.add_metric(base, 0)
-            for gpu in claim.gpus:
-                labels = [*base, gpu.device, gpu.uuid]
-                hami = (claim.namespace, pod, container, str(gpu.index), gpu.uuid)
+            for gpu in claim.gpus:  # the card totals count every prepared claim, resolved or not
                 record = reading.region.device(gpu.uuid) if reading.region is not None else None
                 limit = gpu.memory_limit if gpu.memory_limit is not None else (record.limit if record else None)
-                if limit is not None:
-                    f.limit.add_metric(labels, limit)
-                    allocated_memory[gpu.uuid] += limit
-                hami_limit[hami] += limit if limit is not None else by_uuid[gpu.uuid].memory_bytes
-                f.cap.add_metric(labels, gpu.cores)
+                allocated_memory[gpu.uuid] += limit or 0
                 allocated_cores[gpu.uuid] += gpu.cores
                 claim_count[gpu.uuid] += 1
-                if not reading.readable:
-                    continue
-                used = record.used if record else 0
-                util = record.util if record else 0
-                f.used.add_metric(labels, used)
-                f.peak.add_metric(labels, record.peak if record else 0)
-                f.util.add_metric(labels, util)
-                per_gpu_used[gpu.uuid] += used
-                per_gpu_util[gpu.uuid] += util
-                hami_used[hami] += used
-                hami_util[hami] += util
+                if reading.readable:
+                    per_gpu_used[gpu.uuid] += record.used if record else 0
+                    per_gpu_util[gpu.uuid] += record.util if record else 0
+            if users.why_unknown:
+                f.unknown.add_metric([self._node, claim.namespace, claim.name, claim.uid, users.reason], 1.0)
+            if users.reason == PENDING:
+                continue  # resolved within seconds: exported then, never first under empty pod labels
+            self._claim_series(f, hami, reading, {gpu.uuid: gpu.memory_bytes for gpu in gpus})
 
-        for key, value in hami_used.items():
-            f.hami_used.add_metric(list(key), value)
-            f.hami_util.add_metric(list(key), min(hami_util[key], 100))
-        for key, value in hami_limit.items():
-            f.hami_limit.add_metric(list(key), value)
+        allocation = node_allocation(((r.claim.uid, r.claim.namespace, r.users) for r in readings), gpus)
+        for key, row in allocation.containers.items():
+            fields: dict[str, Any] = {
+                "namespace": key.namespace,
+                "pod": key.pod,
+                "cindex": key.container_index,
+                "uuid": key.uuid,
+            }
+            hami.add(h.ALLOCATED, row.claims, node=self._node, memory=row.memory, cores=row.cores, **fields)
 
         for card in gpus:  # not `gpu`: that name held a ClaimGpu above
             labels = [self._node, card.device_name, card.uuid, str(card.index), card.name]
             usage = self._stats.usage(card, per_gpu_used[card.uuid], per_gpu_util[card.uuid])
-            host = [self._node, str(card.index), card.uuid, f"NVIDIA-{card.name}"]
-            f.gpu_total.add_metric(labels, usage.memory_total if usage.memory_total is not None else card.memory_bytes)
+            total = usage.memory_total if usage.memory_total is not None else card.memory_bytes
+            device: dict[str, Any] = {
+                "node": self._node,
+                "index": card.index,
+                "uuid": card.uuid,
+                "type": f"NVIDIA-{card.name}",
+            }
+            f.gpu_total.add_metric(labels, total)
             if usage.memory_used is not None:
                 f.gpu_used.add_metric(labels, usage.memory_used)
-                f.host_memory.add_metric(host, usage.memory_used)
             if usage.utilization is not None:
                 f.gpu_util.add_metric(labels, usage.utilization)
-                f.host_core.add_metric(host, usage.utilization)
+            hami.add(h.HOST, memory_used=usage.memory_used, util=usage.utilization, **device)
+            dev = allocation.devices[card.uuid]
+            ratio = dev.memory / card.memory_bytes if card.memory_bytes else 0.0
+            hami.add(h.DEVICE, total=card.memory_bytes, core_total=100, memory=dev.memory, shares=dev.shares,
+                     cores=dev.cores, ratio=ratio, **device)  # fmt: skip
             f.gpu_claims_used.add_metric(labels, per_gpu_used[card.uuid])
             f.gpu_allocated_memory.add_metric(labels, allocated_memory[card.uuid])
             f.gpu_allocated_cores.add_metric(labels, allocated_cores[card.uuid])
@@ -258,7 +251,44 @@ class ExporterCollector(Collector):
 
         for reason, count in self._regions.error_counts().items():
             f.read_errors.add_metric([reason], count)
-        return f.all()
+        families = hami.families()
+        for kind in (h.CONTAINER, h.ALLOCATED):
+            f.hami_ambiguous.add_metric([kind], hami.ambiguous[kind])
+        return f.all() + families
+
+    def _claim_series(self, f: _Families, hami: h.HamiSeries, reading: ClaimReading, cards: dict[str, int]) -> None:
+        """The claim's own series (labelled by claim UID: never merged with another claim's) and its HAMi
+        per-container series (one per container of a known consumer and GPU)."""
+        claim, users = reading.claim, reading.users
+        base = [self._node, claim.namespace, users.pod, users.container, claim.name, claim.uid]
+        for consumer in users.consumers:
+            for name in consumer.containers or ("",):
+                f.consumer.add_metric([self._node, claim.namespace, claim.name, claim.uid, consumer.pod, name], 1.0)
+        f.readable.add_metric(base, 1.0 if reading.readable else 0.0)
+        if reading.region is not None:
+            f.processes.add_metric(base, reading.region.processes)
+        elif reading.readable:
+            f.processes.add_metric(base, 0)
+        for gpu in claim.gpus:
+            labels = [*base, gpu.device, gpu.uuid]
+            record = reading.region.device(gpu.uuid) if reading.region is not None else None
+            limit = gpu.memory_limit if gpu.memory_limit is not None else (record.limit if record else None)
+            if limit is not None:
+                f.limit.add_metric(labels, limit)
+            f.cap.add_metric(labels, gpu.cores)
+            used = util = None
+            if reading.readable:
+                used, util = (record.used, record.util) if record else (0, 0)
+                f.used.add_metric(labels, used)
+                f.peak.add_metric(labels, record.peak if record else 0)
+                f.util.add_metric(labels, util)
+            # Every container of the claim shares its region: each one's series carries the claim's numbers.
+            for consumer in users.consumers:
+                for name in consumer.containers:
+                    hami.add(h.CONTAINER, (claim.uid,), namespace=claim.namespace, pod=consumer.pod,
+                             container=name, vindex=gpu.index, uuid=gpu.uuid, used=used,
+                             limit=cards.get(gpu.uuid) if limit is None else limit,  # unlimited: the card
+                             util=None if util is None else min(util, 100))  # fmt: skip
 
 
 class _Families:
@@ -338,25 +368,18 @@ class _Families:
             "(not a plain region file: refused unread), io.",
             labels=["reason"],
         )
-        hami = HAMI_CONTAINER_LABELS
-        self.hami_used = GaugeMetricFamily(
-            "vGPU_device_memory_usage_in_bytes",
-            "vGPU device usage (HAMi-compatible; per claim). " + WHY_NO_CONTAINER,
-            labels=hami,
+        self.unknown = GaugeMetricFamily(
+            "dra_hami_claim_consumer_unknown",
+            "1 for a prepared claim whose pod and containers are not known, by reason: pending (being resolved: "
+            "its per-claim and HAMi series are left out until then, seconds), no_api, gone, no_pod, api_error "
+            "(its series carry empty pod and container labels; HAMi's per-container series are left out).",
+            labels=["node", "namespace", "claim", "claim_uid", "reason"],
         )
-        self.hami_limit = GaugeMetricFamily(
-            "vGPU_device_memory_limit_in_bytes", "vGPU device limit (HAMi-compatible; per claim).", labels=hami
-        )
-        self.hami_util = GaugeMetricFamily(
-            "Device_utilization_desc_of_container",
-            "Container device utilization (HAMi-compatible; per claim, measured for capped claims).",
-            labels=hami,
-        )
-        self.host_memory = GaugeMetricFamily(
-            "HostGPUMemoryUsage", "GPU device memory usage (HAMi-compatible).", labels=HAMI_HOST_LABELS
-        )
-        self.host_core = GaugeMetricFamily(
-            "HostCoreUtilization", "GPU core utilization (HAMi-compatible).", labels=HAMI_HOST_LABELS
+        self.hami_ambiguous = GaugeMetricFamily(
+            "dra_hami_exporter_hami_ambiguous_series",
+            "HAMi per-container series left out this scrape because two claims of one container are on one GPU "
+            "(HAMi's labels cannot tell them apart, and adding claims up would misstate both), by kind.",
+            labels=["kind"],
         )
 
     def all(self) -> list[Metric]:

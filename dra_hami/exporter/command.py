@@ -56,6 +56,15 @@ from dra_hami.cli_options import (
     show_default=True,
     help="Seconds between the guard's looks at the driver: its detection latency.",
 )
+@click.option(
+    "--hami-metrics",
+    type=click.Choice(["both", "current", "legacy", "none"]),
+    default="both",
+    envvar="DRA_HAMI_HAMI_METRICS",
+    show_default=True,
+    help="HAMi-compatible series beside ours: 'current' = HAMi v2.10's hami_* names, 'legacy' = the older names "
+    "(GPUDeviceMemoryAllocated, vGPU_device_memory_usage_in_bytes, ...), 'both', or 'none'. See docs/metrics.md.",
+)
 @logging_options
 def exporter(**kwargs) -> None:
     """Serve per-claim GPU memory and compute usage and per-GPU usage as Prometheus metrics."""

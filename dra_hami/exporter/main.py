@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from dra_hami.cli_options import listen_error, parse_bind_address
 from dra_hami.discovery import load_discovery
+from dra_hami.exporter import hami
 from dra_hami.exporter.claims import CheckpointReader, PreparedClaim, prepared_claims
 from dra_hami.exporter.collector import ExporterCollector, Inventory
 from dra_hami.exporter.exposition import CONTENT_TYPE, render
@@ -42,6 +43,7 @@ class ExporterOptions:
     guard_grace_seconds: float = 30.0
     guard_interval: float = 5.0
     proc_root: Path = Path("/proc")
+    hami_metrics: str = "both"  # which HAMi name sets: hami.CHOICES
 
 
 class PodReader:
@@ -105,10 +107,16 @@ def build_collector(options: ExporterOptions) -> tuple[ExporterCollector, Invent
             log.warning("no Kubernetes API access (%s): pod and container labels stay empty", err)
     api: PodApi | None = PodReader(raw) if raw is not None else None
     inventory = Inventory(discovery)
-    identities = IdentityCache(api)
+    identities = IdentityCache(api, driver=options.driver_name)
     checkpoint = CheckpointReader(options.plugin_dir / "checkpoint.json")
     collector = ExporterCollector(
-        options.node_name, options.vgpu_dir, checkpoint, lambda: inventory.gpus, stats, identities
+        options.node_name,
+        options.vgpu_dir,
+        checkpoint,
+        lambda: inventory.gpus,
+        stats,
+        identities,
+        hami_names=hami.CHOICES[options.hami_metrics],
     )
     return collector, inventory, identities, build_guard(options, inventory, identities, raw)
 

@@ -1,9 +1,10 @@
 """The Grafana dashboard: valid JSON, queries that name only metrics our components export, shipped as a
 ConfigMap for Grafana's sidecar when ``dashboards.enabled``.
 
-The exported names come from live collectors (the exporter on fake GPUs, the controller's registry with an
-empty cluster view), as Prometheus would scrape them: counters with ``_total``, histograms with ``_bucket``,
-``_sum`` and ``_count``."""
+The exported names come from live collectors (the exporter on fake GPUs under each ``--hami-metrics``
+setting, the controller's registry), as Prometheus would scrape them: counters with ``_total``, histograms
+with ``_bucket``, ``_sum`` and ``_count``. Both install modes are checked: every panel outside the
+controller's row has data from the exporter alone (the default install), whichever HAMi name set is on."""
 
 from __future__ import annotations
 
@@ -16,13 +17,12 @@ import pytest
 from chart_render import CHART, find, render
 from prometheus_client import CollectorRegistry
 
-from dra_hami import wire
 from dra_hami.controller.metrics import ControllerMetrics
-from dra_hami.controller.view import View
 from dra_hami.discovery import FakeDiscovery
 from dra_hami.exporter.claims import CheckpointReader
 from dra_hami.exporter.collector import ExporterCollector
 from dra_hami.exporter.gpus import FakeGpuStats
+from dra_hami.exporter.hami import CHOICES
 from dra_hami.exporter.identity import IdentityCache
 
 DASHBOARD = CHART / "dashboards" / "dra-hami.json"
@@ -39,15 +39,22 @@ def _series(registry: CollectorRegistry) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> set[str]:
+def by_setting(tmp_path_factory) -> dict[str, set[str]]:
+    """--hami-metrics setting -> the names the exporter alone serves (the default install)."""
     tmp: Path = tmp_path_factory.mktemp("exporter")
     gpus = FakeDiscovery.from_profile("t4x2").discover()
-    exporter = CollectorRegistry(auto_describe=False)
-    exporter.register(ExporterCollector("node-1", tmp / "vgpu", CheckpointReader(tmp / "checkpoint.json"),
-                                        lambda: gpus, FakeGpuStats(), IdentityCache(None)))  # fmt: skip
-    controller = ControllerMetrics()
-    controller.watch_view(View(), wire.DEFAULT_DRIVER_NAME)
-    names = _series(exporter) | _series(controller.registry)
+    out = {}
+    for setting, names in CHOICES.items():
+        exporter = CollectorRegistry(auto_describe=False)
+        exporter.register(ExporterCollector("node-1", tmp / "vgpu", CheckpointReader(tmp / "checkpoint.json"),
+                                            lambda: gpus, FakeGpuStats(), IdentityCache(None), names))  # fmt: skip
+        out[setting] = _series(exporter)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(by_setting) -> set[str]:
+    names = by_setting["both"] | _series(ControllerMetrics().registry)
     # The collectors are really read: both sides' headline names are there.
     assert {"dra_hami_claim_memory_used_bytes", "vGPU_device_memory_usage_in_bytes", "GPUDeviceMemoryAllocated",
             "dra_hami_controller_decisions_total", "dra_hami_controller_decision_seconds_bucket"} <= names  # fmt: skip
@@ -71,6 +78,16 @@ def metric_names(expr: str) -> set[str]:
 
 def _dashboard() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
+
+
+def _panels_by_row(dashboard: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    row, out = "", []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            row = panel["title"]
+        else:
+            out.append((row, panel))
+    return out
 
 
 def _queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
@@ -123,6 +140,27 @@ def test_every_query_names_only_exported_metrics(exported):
         "dra_hami_controller_decision_seconds_bucket",
         "dra_hami_controller_placement_seconds_bucket",
     } <= used
+
+
+@pytest.mark.parametrize("setting", ["both", "current", "legacy"])  # "none": only the HAMi-gauge targets empty
+def test_the_default_install_fills_every_panel_but_the_controllers(by_setting, setting):
+    """No policy mode: only the exporters run. Every query outside the controller's row must name a series
+    they serve (a query may offer HAMi's current and legacy name with ``or``: one of them is enough)."""
+    served = by_setting[setting]
+    rows = set()
+    for row, panel in _panels_by_row(_dashboard()):
+        rows.add(row)
+        if row == "Controller (policy mode)":
+            continue
+        for target in panel["targets"]:
+            assert metric_names(target["expr"]) & served, f"{panel['title']}: empty without policy mode ({setting})"
+    assert "Controller (policy mode)" in rows and "Allocated" in rows
+
+
+def test_the_allocation_panel_reads_the_allocation_results(exported):
+    panels = {p["id"]: p for _, p in _panels_by_row(_dashboard())}
+    expr = panels[7]["targets"][0]["expr"]
+    assert metric_names(expr) == {"hami_gpu_memory_allocated_bytes", "GPUDeviceMemoryAllocated"}
 
 
 def test_a_misspelled_metric_would_be_caught(exported):

@@ -349,6 +349,14 @@ def test_policy_mode_pod_runs_with_the_chart_service_accounts(cluster: Cluster, 
     line = wait_for(consumer_line, 90, "the exporter to name the claim's pod (claims get + pods get)",
                     details=lambda: exporter.tail(30))  # fmt: skip
     assert f'claim_uid="{uid}"' in line
+    # HAMi's allocation gauges come from the node's exporter (here in policy mode; the same code serves the
+    # default install): the claim's 2Gi share, per GPU and for the pod's container 0, under both name sets.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    names = ("vGPUMemoryAllocated{", "hami_vgpu_memory_allocated_bytes{")
+    mine = [line for line in text.splitlines() if line.startswith(names) and "chart-pod" in line]
+    assert len(mine) == 2 and all(float(line.rsplit(" ", 1)[1]) == 2 * 2**30 for line in mine), mine
+    assert all('containeridx="0"' in line or 'container_index="0"' in line for line in mine), mine
     cluster.delete_pod("chart-pod", namespace)
     for component in (plugin, exporter, controller):
         assert not forbidden_lines(component), (component.name, forbidden_lines(component))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import copy
 
-from controller_factories import DRIVER, NS, GiB, allocated, allocation_on, claim, pod, view
+from controller_factories import NS, allocated, allocation_on, claim, pod, view
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-from dra_hami.controller.metrics import ControllerMetrics, device_usage
+from dra_hami.controller.metrics import ControllerMetrics
 from dra_hami.controller.view import CLAIMS, DELETED, MODIFIED, PODS, SLICES
 
 
@@ -79,36 +78,12 @@ def test_ungated_pod_counts_on_its_node_until_bound() -> None:
     assert v.state.load("n1").milli_cpu == 0
 
 
-def test_hami_gauges_count_every_allocation_on_our_devices() -> None:
-    a = allocated(claim("a"), allocation_on("n1", "hami-gpu-0", memory="4Gi", cores="30", share=1))
-    b = allocated(claim("b"), allocation_on("n1", "hami-gpu-0", memory="8Gi", cores="20", share=2), scheduler=True)
-    whole = allocated(claim("w"), allocation_on("n1", "hami-gpu-1"))
-    del whole["status"]["allocation"]["devices"]["results"][0]["shareID"]  # a dedicated device: all of it
-    pa = pod("pa", claims={"gpu": "a"}, gated=False, node_name="n1")
-    pb = pod("pb", claims={"gpu": "b"}, gated=False, node_name="n1")
-    v = view(pods=[pa, pb], claims=[a, b, whole])
-    per_device, per_pod = device_usage(v, DRIVER)
-    gpu0 = next(k for k in per_device if k.device == "hami-gpu-0")
-    gpu1 = next(k for k in per_device if k.device == "hami-gpu-1")
-    assert per_device[gpu0] == [2, 12 * GiB, 50]
-    assert per_device[gpu1] == [1, 40 * GiB, 100]
-    assert per_pod[(gpu0, NS, "pa")] == [4 * GiB, 30]
-    assert per_pod[(gpu0, NS, "pb")] == [8 * GiB, 20]
-
+def test_controller_metrics_count_decisions_and_carry_no_allocation_gauges() -> None:
     metrics = ControllerMetrics()
-    metrics.watch_view(v, DRIVER)
     metrics.count("allocated")
     text = generate_latest(metrics.registry).decode()
-    uuid = v.state.devices[gpu0].attributes[f"{DRIVER}/uuid"]
-    assert f'GPUDeviceSharedNum{{deviceuuid="{uuid}",nodeid="n1"}} 2.0' in text
-    samples = {
-        (m.name, tuple(sorted(s.labels.items()))): s.value
-        for m in text_string_to_metric_families(text)
-        for s in m.samples
-    }
-    assert samples[("GPUDeviceMemoryAllocated", (("deviceuuid", uuid), ("nodeid", "n1")))] == 12 * GiB
-    assert f'GPUDeviceCoreAllocated{{deviceuuid="{uuid}",nodeid="n1"}} 50.0' in text
-    assert f'vGPUMemoryAllocated{{deviceuuid="{uuid}",nodeid="n1",podname="pa",podnamespace="{NS}"}}' in text
-    assert f'vGPUCoreAllocated{{deviceuuid="{uuid}",nodeid="n1",podname="pb",podnamespace="{NS}"}} 20.0' in text
     assert 'dra_hami_controller_decisions_total{result="allocated"} 1.0' in text
     assert "dra_hami_controller_decision_seconds_bucket" in text
+    # HAMi's allocation gauges come from the exporter in both modes; here they would be counted twice
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert all(name.startswith("dra_hami_controller_") for name in names), names

@@ -63,7 +63,7 @@ def test_single_pod_single_container_and_shared_cases() -> None:
     assert (two.pod, two.container) == ("", "")  # two pods: a claim-level number is no single pod's
     assert two.consumers == (
         Consumer("p", (), "pu"),
-        Consumer("q", ("x", "y"), "qu"),
+        Consumer("q", ("x", "y"), "qu", ("0", "1")),
     )  # pod UIDs: the guard's cgroup match
 
 
@@ -95,7 +95,7 @@ def test_cache_resolves_in_background_retries_errors_and_forgets() -> None:
 
 def test_no_api_says_so() -> None:
     assert IdentityCache(None).lookup("u", "ns", "c") == ClaimUsers(
-        why_unknown="the exporter has no Kubernetes API access"
+        why_unknown="the exporter has no Kubernetes API access", reason="no_api"
     )
 
 
