@@ -1,7 +1,10 @@
 """The two admission endpoints, wiring the pure decisions to the API.
 
 /mutate-pods (pods, CREATE): HAMi legacy translation (namespace label or cluster flag), then the policy-mode
-gate. /validate-claims (ResourceClaim and ResourceClaimTemplate, CREATE): VGpuConfig validation, then GpuQuota.
+gate. /validate-pods (pods, CREATE): the refusal of libvgpu's control variables, on the pod as every mutating
+webhook left it. /validate-claims (ResourceClaim and ResourceClaimTemplate, CREATE): VGpuConfig validation,
+then GpuQuota. Each feature has its own switch in ``AdmissionOptions``: all but the gate run without policy
+mode (the chart's default install).
 
 GpuQuota at admission works like Kubernetes' ResourceQuota: the webhook charges the quota by writing
 ``status.used`` with the resourceVersion it read (optimistic concurrency), so two claims admitted at once by
@@ -52,8 +55,12 @@ TOUCH_AFTER = datetime.timedelta(minutes=5)  # half the collector's grace: a use
 @dataclass(frozen=True)
 class AdmissionOptions:
     driver: str
-    policy_mode: bool = False
+    policy_mode: bool = False  # the scheduling gate for the allocation controller
     legacy_translation: bool = False  # cluster-wide; otherwise per namespace label
+    translation: bool = True  # off: HAMi resources are never translated, whatever the namespace label says
+    config_validation: bool = True  # VGpuConfig of claims and templates, and the DeviceClasses' pinned fields
+    control_env: bool = True  # refuse pods that set libvgpu's control variables
+    quota: bool = True  # GpuQuota at claim admission
     lookup_retries: int = 3  # a template created just before its pod: look again this often...
     lookup_delay: float = 0.3  # ...this far apart (the whole review must stay well inside timeoutSeconds)
 
@@ -95,9 +102,8 @@ class Admission:
         if request.get("operation") != "CREATE" or (request.get("kind") or {}).get("kind") != "Pod":
             return Response.allow()
         pod = request.get("object") or {}
-        env_problems = control_env_problems(pod)
-        if env_problems:
-            return Response.deny(control_env_message(pod, env_problems), 403)
+        if not (self.options.translation or self.options.policy_mode):
+            return Response.allow()
         namespace = request.get("namespace") or k8s.namespace(pod) or "default"
         dry_run = bool(request.get("dryRun"))
         warnings: list[str] = []
@@ -109,7 +115,9 @@ class Admission:
         new = copy.deepcopy(pod)
         plans: tuple[TemplatePlan, ...] = ()
 
-        legacy_on = self.options.legacy_translation or ns_labels.get(L.LEGACY_LABEL) == L.LEGACY_ENABLED
+        legacy_on = self.options.translation and (
+            self.options.legacy_translation or ns_labels.get(L.LEGACY_LABEL) == L.LEGACY_ENABLED
+        )
         if legacy_on:
             try:
                 legacy = parse_legacy_pod(pod)
@@ -135,6 +143,15 @@ class Admission:
                 gating.gated(new, self.options.driver)
             log.debug("pod %s/%s: gate %s (%s)", namespace, _pod_name(pod), decision.gate, decision.reason)
         return Response.mutate(pod, new, warnings)
+
+    def validate_pod(self, request: dict[str, Any]) -> Response:
+        """A validating webhook sees the pod after every mutating one, so a variable another mutator added
+        is refused too."""
+        if request.get("operation") != "CREATE" or (request.get("kind") or {}).get("kind") != "Pod":
+            return Response.allow()
+        pod = request.get("object") or {}
+        problems = control_env_problems(pod) if self.options.control_env else []
+        return Response.deny(control_env_message(pod, problems), 403) if problems else Response.allow()
 
     def _ensure_templates(self, plans: tuple[TemplatePlan, ...]) -> str:
         now = self.clock()
@@ -191,17 +208,19 @@ class Admission:
         if request.get("operation") != "CREATE" or kind not in ("ResourceClaim", "ResourceClaimTemplate"):
             return Response.allow()
         obj = request.get("object") or {}
-        problems = config_problems(kind, obj, self.options.driver)
+        problems = config_problems(kind, obj, self.options.driver) if self.options.config_validation else []
         if problems:
             return Response.deny(config_message(kind, obj, problems), 400)
         namespace = request.get("namespace") or k8s.namespace(obj) or "default"
         try:
-            if uses_driver_config(kind, obj, self.options.driver):
+            if self.options.config_validation and uses_driver_config(kind, obj, self.options.driver):
                 classes = {k8s.name(c): c for c in self.api.list_device_classes()}
                 pinned = pinned_problems(kind, obj, self.options.driver, classes)
                 if pinned:
                     return Response.deny(config_message(kind, obj, pinned).replace("invalid VGpuConfig",
                                          "VGpuConfig overrides admin-pinned DeviceClass config"), 403)  # fmt: skip
+            if not self.options.quota:
+                return Response.allow()
             return self._quota(kind, obj, namespace, bool(request.get("dryRun")))
         except QuotaError as err:  # a GpuQuota we cannot read: fail closed, saying which object to fix
             return Response.deny(f"dra-hami: {err}; fix the GpuQuota before creating claims in {namespace}", 403)

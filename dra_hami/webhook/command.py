@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
     show_default=True,
     envvar="DRA_HAMI_BIND_ADDRESS",
     callback=check_bind_address,
-    help="HOST:PORT of the HTTPS server (/mutate-pods, /validate-claims, /healthz).",
+    help="HOST:PORT of the HTTPS server (/mutate-pods, /validate-pods, /validate-claims, /healthz).",
 )
 @click.option(
     "--policy-mode/--no-policy-mode",
@@ -82,12 +82,34 @@ log = logging.getLogger(__name__)
     "(opt out with the label dra-hami.project-hami.io/policy-mode=disabled on namespace or pod).",
 )
 @click.option(
-    "--legacy-translation/--no-legacy-translation",
-    default=False,
+    "--legacy-translation",
+    type=click.Choice(["off", "namespaces", "cluster"]),
+    default="namespaces",
     show_default=True,
     envvar="DRA_HAMI_LEGACY_TRANSLATION",
-    help="Translate HAMi's nvidia.com/gpu, gpumem, gpumem-percentage, gpucores in every namespace; "
-    "otherwise only in namespaces labelled dra-hami.project-hami.io/legacy-translation=enabled.",
+    help="Translate HAMi's nvidia.com/gpu, gpumem, gpumem-percentage, gpucores into claims: only in namespaces "
+    "labelled dra-hami.project-hami.io/legacy-translation=enabled, in every namespace, or never.",
+)
+@click.option(
+    "--config-validation/--no-config-validation",
+    default=True,
+    show_default=True,
+    envvar="DRA_HAMI_CONFIG_VALIDATION",
+    help="Refuse claims and templates whose VGpuConfig is invalid or overrides a DeviceClass's pinned field.",
+)
+@click.option(
+    "--control-env-refusal/--no-control-env-refusal",
+    default=True,
+    show_default=True,
+    envvar="DRA_HAMI_CONTROL_ENV_REFUSAL",
+    help="Refuse pods that set libvgpu's control variables themselves (/validate-pods).",
+)
+@click.option(
+    "--quota/--no-quota",
+    default=True,
+    show_default=True,
+    envvar="DRA_HAMI_QUOTA",
+    help="Enforce GpuQuota when claims are created and keep GpuQuota status.used current.",
 )
 @metrics_bind_address_option("0.0.0.0:9403", "HOST:PORT of the Prometheus /metrics endpoint (plain HTTP)")
 @click.option(
@@ -109,10 +131,11 @@ log = logging.getLogger(__name__)
 @logging_options
 def webhook(tls_cert_file: Path, tls_key_file: Path, client_ca_file: Path | None, client_names: tuple[str, ...],
             max_concurrent_reviews: int, request_deadline: float, bind_address: str, policy_mode: bool,
-            legacy_translation: bool,
+            legacy_translation: str, config_validation: bool, control_env_refusal: bool, quota: bool,
             metrics_bind_address: str, quota_resync: float, template_grace: float, driver_name: str,
             kubeconfig: str | None, log_format: str, log_level: str) -> None:  # fmt: skip
-    """Admission webhook: scheduling gate (policy mode), HAMi legacy translation, VGpuConfig validation, GpuQuota.
+    """Admission webhook: HAMi legacy translation, VGpuConfig validation, control-variable refusal, GpuQuota, and
+    (policy mode) the scheduling gate.
 
     Also keeps GpuQuota status.used current and deletes legacy ResourceClaimTemplates no pod uses any more."""
     import datetime
@@ -139,8 +162,21 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, client_ca_file: Path | None
     except Exception as err:  # the client raises its own ConfigException and plain OSError
         raise click.ClickException(f"cannot load the Kubernetes configuration: {err}") from None
     api = KubeWebhookApi(raw)
-    admission = Admission(api, AdmissionOptions(driver_name, policy_mode, legacy_translation))
-    handlers: dict[str, Handler] = {"/mutate-pods": admission.mutate_pod, "/validate-claims": admission.validate_claim}
+    options = AdmissionOptions(
+        driver_name,
+        policy_mode=policy_mode,
+        legacy_translation=legacy_translation == "cluster",
+        translation=legacy_translation != "off",
+        config_validation=config_validation,
+        control_env=control_env_refusal,
+        quota=quota,
+    )
+    admission = Admission(api, options)
+    handlers: dict[str, Handler] = {
+        "/mutate-pods": admission.mutate_pod,
+        "/validate-pods": admission.validate_pod,
+        "/validate-claims": admission.validate_claim,
+    }
     try:
         if client_names and client_ca_file is None:
             raise click.BadParameter("needs --client-ca-file", param_hint="--client-common-name")
@@ -160,11 +196,14 @@ def webhook(tls_cert_file: Path, tls_key_file: Path, client_ca_file: Path | None
         signal.signal(sig, lambda *_: stop.set())
     reconciler = QuotaReconciler(api, driver_name, resync=quota_resync, watch=api)
     collector = TemplateCollector(api, grace=datetime.timedelta(seconds=template_grace))
-    threading.Thread(target=reconciler.run, args=(stop,), name="quota-reconciler", daemon=True).start()
+    if quota:
+        threading.Thread(target=reconciler.run, args=(stop,), name="quota-reconciler", daemon=True).start()
     threading.Thread(target=collector.run, args=(stop,), name="template-collector", daemon=True).start()
     server.start()
-    log.info("dra-hami webhook on %s:%d (policy mode %s, legacy translation %s, client certificates %s)", *bind,
-             "on" if policy_mode else "off", "cluster-wide" if legacy_translation else "per namespace",
+    log.info("dra-hami webhook on %s:%d (policy mode %s, legacy translation %s, VGpuConfig validation %s, "
+             "control-variable refusal %s, GpuQuota %s, client certificates %s)", *bind,
+             "on" if policy_mode else "off", legacy_translation, *("on" if f else "off" for f in
+             (config_validation, control_env_refusal, quota)),
              f"required ({client_ca_file})" if auth else "NOT checked")  # fmt: skip
     stop.wait()
     server.shutdown()

@@ -1,19 +1,25 @@
 """The MutatingWebhookConfiguration and ValidatingWebhookConfiguration of ``dra-hami webhook`` as dicts.
 
 The Helm chart mirrors these (docs/webhook-configuration.yaml is rendered from here by
-``python -m dra_hami.webhook.configuration``; a unit test keeps the two equal). Choices, so that a webhook
-outage never blocks a pod that does not use GPUs:
+``python -m dra_hami.webhook.configuration``; a unit test keeps the two equal). One failurePolicy per
+registration, chosen for who is hurt when the webhook is down (docs/configuration.md has the table):
 
-* pods: ``failurePolicy: Ignore`` and ``timeoutSeconds: 5``. The API server only calls us for pods that have
-  ``spec.resourceClaims`` or an ``nvidia.com/*`` resource (``matchConditions``), never in kube-system or the
-  webhook's own namespace. If the webhook is down or slow, such a pod is created unchanged: a DRA pod is then
+* ``pods`` (mutating: legacy translation, policy-mode gate): ``Ignore``. The API server only calls it for pods
+  that have ``spec.resourceClaims`` or an ``nvidia.com/*`` resource (``matchConditions``), never in
+  kube-system or the webhook's own namespace. During an outage such a pod is created unchanged: a DRA pod is
   placed first-fit by the stock scheduler instead of by policy, a HAMi-style pod stays Pending as
-  "Insufficient nvidia.com/gpu" until it is re-created (its ReplicaSet/Job does that) - never a blocked
-  non-GPU pod.
-* claims and templates: ``failurePolicy: Fail`` and ``timeoutSeconds: 5``, but only for objects that name our
-  DeviceClass or carry an opaque config for our driver (``matchConditions``). Failing open would let a claim
-  past its GpuQuota during an outage; claims of other drivers are never sent to us. While the webhook is down,
-  our claims are refused with a retry (the resourceclaim controller retries template claims by itself).
+  "Insufficient nvidia.com/gpu" until it is re-created (its ReplicaSet/Job does that). ``Fail`` would stop
+  every GPU pod of the cluster for a webhook outage.
+* ``pod-env`` (validating: pods that set libvgpu's control variables): ``Ignore``. The chart's
+  ValidatingAdmissionPolicy enforces the same rule inside the API server, so an outage loses nothing there;
+  a validating webhook sees the pod after every mutating webhook, so it also refuses a variable another
+  mutator added.
+* ``claims``/``claimtemplates`` (validating: VGpuConfig, GpuQuota): ``Fail``, only for objects that request
+  devices or carry our opaque config (``matchConditions``). Failing open would let a claim past its
+  GpuQuota; while the webhook is down our claims are refused with a retry (the resourceclaim controller
+  retries template claims by itself), claims of other drivers are never sent.
+
+All time out after 5 s.
 """
 
 from __future__ import annotations
@@ -73,6 +79,16 @@ def claim_condition(devices: str, driver: str) -> str:
     )
 
 
+def _namespaces(webhook_namespace: str) -> dict[str, Any]:
+    excluded = sorted({"kube-system", webhook_namespace})
+    return {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}]}
+
+
+def _pod_rules() -> list[dict[str, Any]]:
+    return [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"],
+             "scope": "Namespaced"}]  # fmt: skip
+
+
 def mutating(
     driver: str = wire.DEFAULT_DRIVER_NAME,
     ca_bundle: bytes | None = None,
@@ -80,7 +96,6 @@ def mutating(
     service: tuple[str, str, int] | None = None,
     webhook_namespace: str = "kube-system",
 ) -> dict[str, Any]:
-    excluded = sorted({"kube-system", webhook_namespace})
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -90,24 +105,12 @@ def mutating(
                 "name": "pods.dra-hami.project-hami.io",
                 "admissionReviewVersions": ["v1"],
                 "clientConfig": _client("/mutate-pods", ca_bundle, url, service),
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
+                "rules": _pod_rules(),
                 "failurePolicy": "Ignore",
                 "sideEffects": "NoneOnDryRun",  # creates ResourceClaimTemplates, never on dry runs
                 "timeoutSeconds": POD_TIMEOUT,
                 "reinvocationPolicy": "Never",
-                "namespaceSelector": {
-                    "matchExpressions": [
-                        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
-                    ]
-                },
+                "namespaceSelector": _namespaces(webhook_namespace),
                 "matchConditions": [{"name": "gpu-or-claims", "expression": POD_CONDITION}],
             }
         ],
@@ -119,7 +122,23 @@ def validating(
     ca_bundle: bytes | None = None,
     url: str | None = None,
     service: tuple[str, str, int] | None = None,
+    webhook_namespace: str = "kube-system",
+    pods: bool = True,
+    claims: bool = True,
 ) -> dict[str, Any]:
+    """``pods``: the control-variable refusal; ``claims``: VGpuConfig validation and/or GpuQuota."""
+    pod_env = {
+        "name": "pod-env.dra-hami.project-hami.io",
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": _client("/validate-pods", ca_bundle, url, service),
+        "rules": _pod_rules(),
+        "failurePolicy": "Ignore",  # the ValidatingAdmissionPolicy holds the same rule during an outage
+        "sideEffects": "None",
+        "timeoutSeconds": POD_TIMEOUT,
+        "namespaceSelector": _namespaces(webhook_namespace),
+        "matchConditions": [{"name": "gpu-or-claims", "expression": POD_CONDITION}],
+    }
+
     def hook(name: str, resource: str, devices: str) -> dict[str, Any]:
         return {
             "name": name,
@@ -145,8 +164,17 @@ def validating(
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": NAME},
         "webhooks": [
-            hook("claims.dra-hami.project-hami.io", "resourceclaims", "object.spec.devices"),
-            hook("claimtemplates.dra-hami.project-hami.io", "resourceclaimtemplates", "object.spec.spec.devices"),
+            *([pod_env] if pods else []),
+            *(
+                [
+                    hook("claims.dra-hami.project-hami.io", "resourceclaims", "object.spec.devices"),
+                    hook(
+                        "claimtemplates.dra-hami.project-hami.io", "resourceclaimtemplates", "object.spec.spec.devices"
+                    ),
+                ]
+                if claims
+                else []
+            ),
         ],
     }
 

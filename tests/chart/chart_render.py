@@ -12,6 +12,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "dra-hami"
 KUBE_VERSION = "1.36.0"  # the Kubernetes release the chart targets (Capabilities.KubeVersion)
+# The one value an install must give besides the image: the CA of the API server's admission client certificate
+# (or webhook.clientAuth.enabled=false), since the webhook is part of every install. Any PEM-looking text renders.
+CLIENT_CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+INSTALL = {"webhook.clientAuth.caBundle!": CLIENT_CA}
 
 
 class HelmError(RuntimeError):

@@ -10,7 +10,7 @@ from typing import Any
 
 import celpy
 import pytest
-from chart_render import find, render
+from chart_render import INSTALL, find, render
 
 from dra_hami import wire
 from dra_hami.webhook.pod_env import control_env_problems
@@ -35,7 +35,7 @@ def _pod(containers=(), init=(), ephemeral=()) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def policy(helm) -> dict[str, Any]:
-    objects = render(helm)
+    objects = render(helm, INSTALL)
     binding = find(objects, "ValidatingAdmissionPolicyBinding", "-pod-control-env")
     found = find(objects, "ValidatingAdmissionPolicy", "-pod-control-env")
     assert binding["spec"] == {"policyName": found["metadata"]["name"], "validationActions": ["Deny"]}
@@ -97,7 +97,7 @@ def test_plain_pods_pass_and_the_rules_cover_create_and_ephemeral_containers(pol
 
 
 def test_policies_can_be_turned_off(helm) -> None:
-    kinds = {o["kind"] for o in render(helm, {"admissionPolicies.enabled": "false"})}
+    kinds = {o["kind"] for o in render(helm, {**INSTALL, "admissionPolicies.enabled": "false"})}
     assert "ValidatingAdmissionPolicy" not in kinds and "ValidatingAdmissionPolicyBinding" not in kinds
 
 

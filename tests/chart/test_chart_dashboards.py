@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_render import CHART, find, render
+from chart_render import CHART, INSTALL, find, render
 from prometheus_client import CollectorRegistry
 
 from dra_hami.controller.metrics import ControllerMetrics
@@ -169,12 +169,12 @@ def test_a_misspelled_metric_would_be_caught(exported):
 
 
 def test_the_configmap_renders_for_the_sidecar(helm):
-    assert not [o for o in render(helm) if o["kind"] == "ConfigMap"]  # off by default
-    objects = render(helm, {"dashboards.enabled": "true", "dashboards.annotations.grafana_folder": "GPUs"})
+    assert not [o for o in render(helm, INSTALL) if o["metadata"]["name"].endswith("-dashboards")]  # off by default
+    objects = render(helm, {**INSTALL, "dashboards.enabled": "true", "dashboards.annotations.grafana_folder": "GPUs"})
     cm = find(objects, "ConfigMap", "-dashboards")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["namespace"] == "dra-hami"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "GPUs"}
     assert json.loads(cm["data"]["dra-hami.json"]) == _dashboard()
-    objects = render(helm, {"dashboards.enabled": "true", "dashboards.namespace": "monitoring"})
+    objects = render(helm, {**INSTALL, "dashboards.enabled": "true", "dashboards.namespace": "monitoring"})
     assert find(objects, "ConfigMap", "-dashboards")["metadata"]["namespace"] == "monitoring"

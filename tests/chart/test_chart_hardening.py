@@ -4,7 +4,7 @@ every container, and admin-pinned DeviceClass config."""
 from __future__ import annotations
 
 import pytest
-from chart_render import HelmError, find, render
+from chart_render import INSTALL, HelmError, find, render
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 POLICY = {"policy.enabled": "true", "webhook.clientAuth.caBundle!": CA}
@@ -31,6 +31,8 @@ def test_a_missing_ca_fails_the_install_with_the_fix(helm) -> None:
         HelmError, match=r"webhook.clientAuth.caBundle: set it to the PEM CA .*clientAuth.enabled=false"
     ):
         render(helm, {"policy.enabled": "true"})
+    with pytest.raises(HelmError, match=r"webhook.clientAuth.caBundle: set it"):
+        render(helm)  # the webhook is part of the default install: it needs the choice too
     objects = render(helm, {"policy.enabled": "true", "webhook.clientAuth.enabled": "false"})
     assert not any(a.startswith("--client-ca-file") for a in _webhook_container(objects)["args"])
     assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-client-ca")]
@@ -66,7 +68,7 @@ def test_pinned_device_class_fields_render_into_its_config(helm) -> None:
     from dra_hami.api.vgpu_config import parse_vgpu_config
 
     objects = render(
-        helm, {"deviceClass.config.coreLimitPolicy": "default", "deviceClass.pinned[0]": "coreLimitPolicy"}
+        helm, {**INSTALL, "deviceClass.config.coreLimitPolicy": "default", "deviceClass.pinned[0]": "coreLimitPolicy"}
     )
     params = find(objects, "DeviceClass")["spec"]["config"][0]["opaque"]["parameters"]
     config = parse_vgpu_config(params, "DeviceClass.spec.config[0]")

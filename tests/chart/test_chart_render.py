@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 import yaml
-from chart_render import CHART, REPO_ROOT, container, find, kinds, render, run_helm
+from chart_render import CHART, INSTALL, REPO_ROOT, HelmError, container, find, kinds, render, run_helm
 
 from dra_hami.cli import main as cli_main
 
@@ -17,7 +17,7 @@ DRIVER = "hami-core-gpu.project-hami.io"
 
 # Value sets that together switch on every template branch.
 VALUE_SETS: dict[str, dict[str, str]] = {
-    "defaults": {},
+    "defaults": INSTALL,
     "policy": {
         "policy.enabled": "true",
         "webhook.clientAuth.caBundle!": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
@@ -56,6 +56,20 @@ VALUE_SETS: dict[str, dict[str, str]] = {
         "hostPaths.vgpuDir": "/opt/vgpu/",
         "health.enabled": "false",
         "health.ignoredXids": "{13,79}",
+        **INSTALL,
+    },
+    "admission-off": {"webhook.enabled": "false"},
+    "features-off": {
+        **INSTALL,
+        "webhook.legacyTranslation": "off",
+        "webhook.controlEnvRefusal": "false",
+        "webhook.configValidation": "false",
+        "webhook.replicas": "3",
+        "webhook.podDisruptionBudget.enabled": "false",
+        "webhook.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        ".matchExpressions[0].key": "node-role.kubernetes.io/control-plane",
+        "webhook.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        ".matchExpressions[0].operator": "Exists",
     },
 }
 
@@ -82,20 +96,26 @@ def test_helm_lint_passes_strict(helm):
 def test_each_value_set_renders_the_expected_objects(rendered):
     name, objects = rendered
     policy = name in ("policy", "cert-manager")
+    webhook = name != "admission-off"
     expected = ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "DaemonSet", "DeviceClass",
                 "ServiceAccount"]  # fmt: skip
-    # pods' control variables, the plugin's own-node slices; in policy mode the controller's and webhook's writes
-    expected += ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * (4 if policy else 2)
+    # pods' control variables, the plugin's own-node slices, the webhook's templates, the controller's writes
+    expected += ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * (2 + webhook + policy)
     if name != "tuned-node":
         expected.append("Service")  # the exporter's headless Service
-    if policy:
-        expected += ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment",
-                     "Deployment", "MutatingWebhookConfiguration", "Role", "RoleBinding", "Service", "Service",
-                     "ServiceAccount", "ServiceAccount", "ValidatingWebhookConfiguration", "NetworkPolicy"]  # fmt: skip
+    if webhook:  # the default install: admission without policy mode
+        expected += ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount", "NetworkPolicy",
+                     "ValidatingWebhookConfiguration"]  # fmt: skip
         expected.append("Certificate" if name == "cert-manager" else "Secret")
+        if name != "features-off":  # translation off and no policy mode: nothing mutates pods; its PDB is off
+            expected += ["MutatingWebhookConfiguration", "PodDisruptionBudget"]
+        if name != "cert-manager":
+            expected.append("ConfigMap")  # the CA of the API server's admission client certificate
+    if policy:
+        expected += ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service",
+                     "ServiceAccount"]  # fmt: skip
     if name == "policy":
         expected += ["ServiceMonitor"] * 3 + ["ConfigMap"]  # and the Grafana dashboard
-        expected.append("ConfigMap")  # the CA of the API server's admission client certificate
     assert kinds(objects) == sorted(expected)
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
@@ -153,7 +173,7 @@ def test_kubelet_plugin_daemonset_matches_the_values(helm):
 
 
 def test_defaults_run_the_exporter_beside_the_plugin(helm):
-    ds = find(render(helm), "DaemonSet", "-kubelet-plugin")
+    ds = find(render(helm, INSTALL), "DaemonSet", "-kubelet-plugin")
     exporter = container(ds, "exporter")
     assert exporter["command"] == ["dra-hami", "exporter"]
     assert "--vgpu-dir=/usr/local/vgpu" in exporter["args"]
@@ -166,7 +186,7 @@ def test_defaults_run_the_exporter_beside_the_plugin(helm):
 
 def test_install_libvgpu_copies_only_when_the_checksum_differs(helm, tmp_path):
     """Run the init container's script for real: first install, no-op on the same file, replace on a new one."""
-    values = {"hostPaths.vgpuDir": str(tmp_path / "host"),
+    values = {**INSTALL, "hostPaths.vgpuDir": str(tmp_path / "host"),
               "kubeletPlugin.libvgpuImagePath": str(tmp_path / "image" / "libvgpu.so")}  # fmt: skip
     ds = find(render(helm, values), "DaemonSet")
     init = container(ds, "install-libvgpu", init=True)
@@ -190,7 +210,7 @@ def test_install_libvgpu_copies_only_when_the_checksum_differs(helm, tmp_path):
 
 
 def test_deviceclass_is_the_one_of_the_examples(helm):
-    rendered_class = find(render(helm), "DeviceClass")
+    rendered_class = find(render(helm, INSTALL), "DeviceClass")
     example = yaml.safe_load((REPO_ROOT / "examples" / "deviceclass.yaml").read_text())
     assert rendered_class["metadata"]["name"] == example["metadata"]["name"] == DRIVER
     assert rendered_class["spec"] == example["spec"]
@@ -232,8 +252,8 @@ def test_rbac_is_least_privilege_per_component(helm):
         ("", "pods"): {"get"},  # the exporter: which pod uses a claim
         ("", "events"): {"create"},  # the exporter's node guard: an Event on a claim over its limit
     }
-    assert ("", "pods") not in _rules(render(helm, {"exporter.enabled": "false"}), "-kubelet-plugin")
-    assert ("", "events") not in _rules(render(helm, {"exporter.guard.action": "off"}), "-kubelet-plugin")
+    assert ("", "pods") not in _rules(render(helm, {**INSTALL, "exporter.enabled": "false"}), "-kubelet-plugin")
+    assert ("", "events") not in _rules(render(helm, {**INSTALL, "exporter.guard.action": "off"}), "-kubelet-plugin")
     controller = _rules(objects, "-controller")
     # 1.36 granular status authorization: allocations need resourceclaims/binding besides the status subresource.
     assert controller[("resource.k8s.io", "resourceclaims/binding")] == {"update", "patch"}
@@ -321,16 +341,72 @@ def test_pod_webhook_never_blocks_and_skips_system_namespaces(helm):
     assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["dra-hami", "kube-system"]} in (
         hook["namespaceSelector"]["matchExpressions"]
     )
-    # legacyTranslation=namespaces: the webhook reads the namespace label itself; the flag stays off.
     args = container(find(objects, "Deployment", "-webhook"), "webhook")["args"]
-    assert "--policy-mode" in args and "--no-legacy-translation" in args
+    assert "--policy-mode" in args and "--legacy-translation=namespaces" in args
     args = container(find(render(helm, VALUE_SETS["cert-manager"]), "Deployment", "-webhook"), "webhook")["args"]
-    assert "--legacy-translation" in args
+    assert "--legacy-translation=cluster" in args
+
+
+def test_the_default_install_admits_without_policy_mode(helm):
+    """Issue 14: translation, VGpuConfig validation, the control-variable refusal and GpuQuota run in the default
+    install; only the scheduling gate waits for policy.enabled. Two replicas on different nodes, a PDB."""
+    objects = render(helm, VALUE_SETS["defaults"])
+    deployment = find(objects, "Deployment", "-webhook")
+    args = container(deployment, "webhook")["args"]
+    for flag in ("--no-policy-mode", "--legacy-translation=namespaces", "--config-validation",
+                 "--control-env-refusal", "--quota"):  # fmt: skip
+        assert flag in args, flag
+    assert not [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-controller")]
+    assert deployment["spec"]["replicas"] == 2
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    (term,) = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": selector},
+    }
+    pdb = find(objects, "PodDisruptionBudget", "-webhook")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    (pods,) = find(objects, "MutatingWebhookConfiguration")["webhooks"]
+    assert pods["name"].startswith("pods.") and pods["failurePolicy"] == "Ignore"
+    policies = {h["name"].split(".", 1)[0]: h["failurePolicy"] for h in
+                find(objects, "ValidatingWebhookConfiguration")["webhooks"]}  # fmt: skip
+    assert policies == {"pod-env": "Ignore", "claims": "Fail", "claimtemplates": "Fail"}
+    # --set webhook.legacyTranslation=cluster alone renders the webhook too (it rendered nothing before)
+    args = container(find(render(helm, {**INSTALL, "webhook.legacyTranslation": "cluster"}), "Deployment", "-webhook"),
+                     "webhook")["args"]  # fmt: skip
+    assert "--legacy-translation=cluster" in args and "--no-policy-mode" in args
+
+
+def test_each_feature_has_its_own_switch(helm):
+    objects = render(helm, VALUE_SETS["features-off"])
+    deployment = find(objects, "Deployment", "-webhook")
+    args = container(deployment, "webhook")["args"]
+    for flag in ("--legacy-translation=off", "--no-config-validation", "--no-control-env-refusal", "--quota"):
+        assert flag in args, flag
+    assert deployment["spec"]["replicas"] == 3
+    assert list(deployment["spec"]["template"]["spec"]["affinity"]) == ["nodeAffinity"]  # the user's, not ours
+    assert not [o for o in objects if o["kind"] in ("MutatingWebhookConfiguration", "PodDisruptionBudget")]
+    hooks = find(objects, "ValidatingWebhookConfiguration")["webhooks"]  # GpuQuota still needs the claim hooks
+    assert [h["name"].split(".", 1)[0] for h in hooks] == ["claims", "claimtemplates"]
+    none = render(helm, {**INSTALL, "webhook.quota": "false", "webhook.configValidation": "false",
+                         "webhook.controlEnvRefusal": "false"})  # fmt: skip
+    assert not [o for o in none if o["kind"] == "ValidatingWebhookConfiguration"]
+    assert "--no-quota" in container(find(none, "Deployment", "-webhook"), "webhook")["args"]
+    off = render(helm, VALUE_SETS["admission-off"])
+    assert not [o for o in off if "-webhook" in o["metadata"]["name"]]
+
+
+def test_policy_mode_needs_the_webhook(helm):
+    with pytest.raises(HelmError, match=r"policy\.enabled needs webhook\.enabled"):
+        render(helm, {**INSTALL, "policy.enabled": "true", "webhook.enabled": "false"})
 
 
 def test_claim_validation_webhooks_cover_claims_and_templates(helm):
     objects = render(helm, VALUE_SETS["policy"])
-    hooks = find(objects, "ValidatingWebhookConfiguration")["webhooks"]
+    pod_env, *hooks = find(objects, "ValidatingWebhookConfiguration")["webhooks"]
+    assert pod_env["clientConfig"]["service"]["path"] == "/validate-pods" and pod_env["sideEffects"] == "None"
     assert [h["rules"][0]["resources"] for h in hooks] == [["resourceclaims"], ["resourceclaimtemplates"]]
     assert all(h["failurePolicy"] == "Fail" and h["clientConfig"]["service"]["path"] == "/validate-claims"
                and h["sideEffects"] == "NoneOnDryRun" for h in hooks)  # fmt: skip
@@ -388,25 +464,25 @@ def test_chart_crd_is_the_repository_crd_verbatim():
 
 
 def test_claim_directories_are_bounded_tmpfs_mounts_that_reach_the_host(helm):
-    ds = find(render(helm), "DaemonSet", "-kubelet-plugin")
+    ds = find(render(helm, INSTALL), "DaemonSet", "-kubelet-plugin")
     plugin, exporter = container(ds, "kubelet-plugin"), container(ds, "exporter")
     assert "--claim-dir-storage=tmpfs" in plugin["args"] and "--claim-dir-size=8Mi" in plugin["args"]
     vgpu = {c["name"]: next(m for m in c["volumeMounts"] if m["name"] == "vgpu-dir") for c in (plugin, exporter)}
     assert vgpu["kubelet-plugin"]["mountPropagation"] == "Bidirectional"  # the runtime must see each claim's tmpfs
     assert vgpu["exporter"]["mountPropagation"] == "HostToContainer"  # and so must the exporter
-    sized = find(render(helm, {"kubeletPlugin.claimDirs.size": "1Mi"}), "DaemonSet", "-kubelet-plugin")
+    sized = find(render(helm, {**INSTALL, "kubeletPlugin.claimDirs.size": "1Mi"}), "DaemonSet", "-kubelet-plugin")
     assert "--claim-dir-size=1Mi" in container(sized, "kubelet-plugin")["args"]
 
 
 def test_exporter_runs_with_no_capability_unless_the_guard_kills(helm):
-    ds = find(render(helm), "DaemonSet", "-kubelet-plugin")
+    ds = find(render(helm, INSTALL), "DaemonSet", "-kubelet-plugin")
     exporter = container(ds, "exporter")
     assert {"--guard-action=event", "--guard-grace-seconds=30", "--guard-interval=5"} <= set(exporter["args"])
     sc = exporter["securityContext"]
     assert sc["capabilities"] == {"drop": ["ALL"]} and sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert ds["spec"]["template"]["spec"]["hostPID"] is True  # the driver reports host PIDs
-    killing = find(render(helm, {"exporter.guard.action": "kill"}), "DaemonSet", "-kubelet-plugin")
+    killing = find(render(helm, {**INSTALL, "exporter.guard.action": "kill"}), "DaemonSet", "-kubelet-plugin")
     assert container(killing, "exporter")["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["KILL"]}
-    off = find(render(helm, {"exporter.guard.action": "off"}), "DaemonSet", "-kubelet-plugin")
+    off = find(render(helm, {**INSTALL, "exporter.guard.action": "off"}), "DaemonSet", "-kubelet-plugin")
     assert "hostPID" not in off["spec"]["template"]["spec"]

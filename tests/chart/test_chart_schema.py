@@ -38,7 +38,8 @@ BAD_VALUES = [
     ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy", "'Always', 'IfNotPresent', 'Never'"),
     ({"dashboards.namespace": "Monitoring"}, "/dashboards/namespace", "does not match pattern"),
     ({"dashboards.enabled": "1"}, "/dashboards/enabled", "want boolean"),
-    ({"webhook.legacyTranslation": "disabled"}, "/webhook/legacyTranslation", "'namespaces', 'cluster'"),
+    ({"webhook.legacyTranslation": "disabled"}, "/webhook/legacyTranslation", "'off', 'namespaces', 'cluster'"),
+    ({"webhook.quota": "yes"}, "/webhook/quota", "want boolean"),
 ]
 
 

@@ -87,13 +87,14 @@ def hooks(helm) -> dict[str, dict[str, Any]]:
     out = {}
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         out.update({h["name"].split(".", 1)[0]: h for h in find(objects, kind)["webhooks"]})
-    assert sorted(out) == ["claims", "claimtemplates", "pods"]
+    assert sorted(out) == ["claims", "claimtemplates", "pod-env", "pods"]
     return out
 
 
 @pytest.mark.parametrize(("pod", "sent"), PODS.values(), ids=PODS.keys())
 def test_pods_with_claims_or_nvidia_resources_reach_the_pod_webhook(hooks, pod, sent):
     assert _matches(hooks["pods"], pod) is sent
+    assert _matches(hooks["pod-env"], pod) is sent  # the control-variable refusal sees the same pods
 
 
 @pytest.mark.parametrize(("spec", "sent"), CLAIMS.values(), ids=CLAIMS.keys())

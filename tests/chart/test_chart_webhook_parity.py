@@ -50,11 +50,31 @@ def test_chart_webhooks_equal_the_webhook_configuration(helm, driver):
         assert hook["name"].endswith(f".{driver}")
 
     validating = find(objects, "ValidatingWebhookConfiguration")
-    built = configuration.validating(driver, service=where)
+    built = configuration.validating(driver, service=where, webhook_namespace=NAMESPACE)
     # The chart also keeps claims of kube-system and of its own namespace away from the webhook (as for pods).
     pod_selector = mutating["webhooks"][0]["namespaceSelector"]
     for hook in validating["webhooks"]:
-        assert hook.pop("namespaceSelector") == pod_selector
+        if hook["name"].startswith("claim"):
+            assert hook.pop("namespaceSelector") == pod_selector
+    _assert_same(validating["webhooks"], built["webhooks"])
+
+
+@pytest.mark.parametrize(
+    ("values", "pods", "claims"),
+    [
+        ({"webhook.controlEnvRefusal": "false"}, False, True),
+        ({"webhook.quota": "false"}, True, True),  # VGpuConfig validation still needs the claim hooks
+        ({"webhook.quota": "false", "webhook.configValidation": "false"}, True, False),
+    ],
+)
+def test_feature_switches_register_what_the_configuration_module_builds(helm, values, pods, claims):
+    objects = render(helm, {"webhook.clientAuth.enabled": "false", **values}, namespace=NAMESPACE)
+    service = find(objects, "Service", "-webhook")["metadata"]["name"]
+    validating = find(objects, "ValidatingWebhookConfiguration")
+    for hook in validating["webhooks"]:
+        hook.pop("namespaceSelector") if hook["name"].startswith("claim") else None
+    built = configuration.validating(service=(service, NAMESPACE, 443), webhook_namespace=NAMESPACE, pods=pods,
+                                     claims=claims)  # fmt: skip
     _assert_same(validating["webhooks"], built["webhooks"])
 
 

@@ -358,3 +358,64 @@ def test_broken_quota_object_refuses_claims_naming_the_quota() -> None:
         "dra-hami: GpuQuota ns/budget: spec.hard.memory: -5 must not be negative; fix the GpuQuota before creating "
         "claims in ns"
     )
+
+
+# ----------------------------------------------------------------------------- features without policy mode
+
+
+def test_without_policy_mode_translation_runs_and_nothing_is_gated() -> None:
+    """The chart's default install (issue 14): the webhook translates and validates, the stock scheduler
+    allocates, so no pod ever gets the gate."""
+    api = FakeApi(fleet("t4x2"))
+    api.namespaces["ns"] = {L.LEGACY_LABEL: L.LEGACY_ENABLED}
+    api.templates[("ns", "tpl")] = template("tpl", slice_spec("4Gi", "30"))
+    legacy = pod(container("worker", HOMELAB))
+    out = mutated(admission(api).mutate_pod(review(legacy)), legacy)
+    assert out["spec"]["resourceClaims"][0]["name"] == "hami-worker" and "schedulingGates" not in out["spec"]
+    native = template_pod()
+    assert admission(api).mutate_pod(review(native)).patch is None
+
+
+def test_each_feature_switch_turns_off_only_its_feature() -> None:
+    api = FakeApi(fleet("t4x2"))
+    api.namespaces["ns"] = {L.LEGACY_LABEL: L.LEGACY_ENABLED}
+    api.add_quota(quota(memory="1Gi"))
+
+    def hook(**off: bool) -> Admission:
+        return Admission(api, AdmissionOptions(DRIVER, **off), clock=lambda: NOW, sleep=lambda _: None)
+
+    legacy = pod(container("worker", HOMELAB))
+    assert hook(translation=False).mutate_pod(review(legacy)).patch is None  # the namespace label no longer counts
+    assert hook(translation=False, legacy_translation=True).mutate_pod(review(legacy)).patch is None
+    assert api.templates == {}
+
+    bad_config = claim("c", config_spec({**GOOD, "coreLimitPolicy": "sometimes"}))
+    assert not hook().validate_claim(review(bad_config, "ResourceClaim")).allowed
+    assert hook(config_validation=False, quota=False).validate_claim(review(bad_config, "ResourceClaim")).allowed
+
+    big = claim("big", slice_spec("2Gi", "10"))
+    refused = hook().validate_claim(review(big, "ResourceClaim"))
+    assert not refused.allowed and "would exceed GpuQuota ns/budget" in refused.message
+    assert hook(quota=False).validate_claim(review(big, "ResourceClaim")).allowed
+    assert "status" not in api.quotas[("ns", "budget")]  # nothing charged with the quota off
+
+    env_pod = template_pod()
+    env_pod["spec"]["containers"][0]["env"] = [{"name": "CUDA_DISABLE_CONTROL", "value": "1"}]
+    assert hook().validate_pod(review(env_pod)).code == 403
+    assert hook(control_env=False).validate_pod(review(env_pod)).allowed
+
+
+def test_quota_counts_what_the_stock_scheduler_allocated() -> None:
+    """Without policy mode the stock scheduler allocates; admission cannot veto that, but the next claim is
+    judged against what the allocation really took (its consumedCapacity), not what the claim asked for."""
+    api = FakeApi(fleet("t4x2"))
+    api.add_quota(quota(memory="8Gi"))
+    allocation = {"devices": {"results": [{
+        "request": "gpu", "driver": DRIVER, "pool": "node-0-t4x2", "device": "gpu-0", "shareID": "s1",
+        "consumedCapacity": {"memory": "6Gi", "cores": "30", "shares": "1"},
+    }]}}  # fmt: skip
+    api.add_claim(claim("a", slice_spec("4Gi", "30"), allocation=allocation))  # rounded up by the class's policy
+    response = admission(api).validate_claim(review(claim("b", slice_spec("3Gi", "10")), "ResourceClaim"))
+    assert not response.allowed
+    assert "memory: used 6Gi + requested 3Gi = 9Gi exceeds the limit 8Gi" in response.message
+    assert admission(api).validate_claim(review(claim("c", slice_spec("2Gi", "10")), "ResourceClaim")).allowed

@@ -58,7 +58,10 @@ def test_requests_only_nvidia_pod_is_sent_too() -> None:
 
 
 def test_claim_webhooks_fail_closed_for_every_claim_with_device_requests() -> None:
-    hooks = conf.validating()["webhooks"]
+    pod_env, *hooks = conf.validating()["webhooks"]
+    assert pod_env["name"].startswith("pod-env.") and pod_env["failurePolicy"] == "Ignore"
+    assert pod_env["clientConfig"]["service"]["path"] == "/validate-pods" and pod_env["sideEffects"] == "None"
+    assert pod_env["matchConditions"] == conf.mutating()["webhooks"][0]["matchConditions"]
     assert [h["rules"][0]["resources"] for h in hooks] == [["resourceclaims"], ["resourceclaimtemplates"]]
     assert all(h["failurePolicy"] == "Fail" and h["timeoutSeconds"] <= 5 for h in hooks)
     claim_expr = hooks[0]["matchConditions"][0]["expression"]
@@ -92,8 +95,15 @@ def test_claim_webhooks_fail_closed_for_every_claim_with_device_requests() -> No
 
 
 def test_url_and_ca_bundle_for_a_webhook_outside_the_cluster() -> None:
-    hook = conf.validating(ca_bundle=b"PEM", url="https://127.0.0.1:9443/")["webhooks"][0]
-    assert hook["clientConfig"] == {"url": "https://127.0.0.1:9443/validate-claims", "caBundle": "UEVN"}
+    pod_env, claims, _ = conf.validating(ca_bundle=b"PEM", url="https://127.0.0.1:9443/")["webhooks"]
+    assert claims["clientConfig"] == {"url": "https://127.0.0.1:9443/validate-claims", "caBundle": "UEVN"}
+    assert pod_env["clientConfig"] == {"url": "https://127.0.0.1:9443/validate-pods", "caBundle": "UEVN"}
+
+
+def test_each_feature_switch_leaves_out_its_registrations() -> None:
+    names = [h["name"].split(".", 1)[0] for h in conf.validating(pods=False)["webhooks"]]
+    assert names == ["claims", "claimtemplates"]
+    assert [h["name"].split(".", 1)[0] for h in conf.validating(claims=False)["webhooks"]] == ["pod-env"]
 
 
 def test_docs_yaml_is_what_the_code_renders() -> None:
