@@ -15,7 +15,7 @@ from .capacity import consumed_capacity_field, consumption, format_amount
 from .errors import SelectorError
 from .fragmentation import TaskKind
 from .model import ALLOCATION_MODE_ALL, AllocatedDevice, Claim, Device, parse_claim
-from .nodes import Node, Pod, first_untolerated, parse_pod, resource_rejection, resources_fit
+from .nodes import Node, Pod, first_untolerated, parse_pod, resource_rejection, resources_fit, static_signature
 from .ordering import SortKey
 from .policies import PolicyChoice, policy_for
 from .policy import PodSearch, packing_score
@@ -33,7 +33,7 @@ from .search import (
     selector_sites,
     slots_of,
 )
-from .search_cache import Outcome, Outline, search_cache
+from .search_cache import NodeScores, Outcome, Outline, search_cache
 from .state import ClusterState, NodeSummary, task_kinds
 from .topology import TOPOLOGY_LEVELS, topology_value
 
@@ -145,6 +145,13 @@ class _Allocation:
         if problem:
             return Unplaceable(self.pod, {}, problem)
         policy = self.policy
+        epoch = policy.score_epoch()
+        if epoch is not None and not self.pod.node_name and not self.given:
+            chosen = self._best_kept(epoch)
+            if chosen is not None:
+                node, outline = chosen
+                return self._placement(node, self._materialise(node, outline))
+            # No node fits: the scan below says why, node by node.
         best: tuple[SortKey, Node, Outcome, int] | None = None
         feasible = 0
         for node in self._candidate_nodes():
@@ -162,6 +169,64 @@ class _Allocation:
             return self._unplaceable()
         _, node, outcome, index = best
         return self._placement(node, self._materialise(node, outcome.solutions[index]))
+
+    def _best_kept(self, epoch: object) -> tuple[Node, Outline] | None:
+        """The node and set a full scan would choose, re-scoring only the nodes changed since pods of the same
+        kind were last placed in this score epoch (``GpuPolicy.score_epoch``); None when no node fits.
+
+        A full scan keeps the first node, in node-policy order, among those with the highest score: here the
+        highest score, then the least node-policy key among the nodes that have it.
+        """
+        state, pod, policy = self.state, self.pod, self.policy
+        node_policy = self.choice.node_policy
+        key = (
+            self.signature,
+            policy.cache_key,
+            node_policy.name,
+            static_signature(pod),
+            pod.milli_cpu,
+            pod.memory,
+        )
+        kept = self.cache.node_scores(key)
+        changed = None
+        if kept is not None and kept.epoch is epoch:
+            changed = state.changed_since(kept.mark)
+        mark = state.change_mark()
+        nodes = state.nodes
+        if kept is None or changed is None:
+            names, _ = state.static_filter(pod)
+            kept = NodeScores(epoch, mark, frozenset(names), {}, {})
+            self.cache.keep_node_scores(key, kept)
+            changed = names
+        else:
+            kept.mark = mark
+        scores, picks, passing = kept.scores, kept.picks, kept.passing
+        # node_score depends on the node only through its outcome and free CPU: nodes alike (e.g. idle nodes of
+        # one model) are scored once per pod.
+        alike: dict[tuple[int, int | None], tuple[SortKey, int]] = {}
+        for name in changed:
+            scores.pop(name, None)
+            picks.pop(name, None)
+            node = nodes.get(name)
+            if node is None or name not in passing or not resources_fit(node, state.load(name), pod):
+                continue
+            outcome = self._outcome(node)
+            if outcome.reason is not None:
+                continue
+            same = (id(outcome), state.cpu_free(node))
+            result = alike.get(same)
+            if result is None:
+                result = alike[same] = policy.node_score(node, outcome)
+            score, index = result
+            scores[name] = score
+            picks[name] = (index, outcome)
+        if not scores:
+            return None
+        top = max(scores.values())
+        tied = [name for name, score in scores.items() if score == top]
+        name = tied[0] if len(tied) == 1 else min(tied, key=state.order_keys(node_policy).__getitem__)
+        index, outcome = picks[name]
+        return nodes[name], outcome.solutions[index]
 
     def _check_claims(self) -> str | None:
         """Pod-wide problems: unknown classes and selectors that do not compile."""

@@ -90,6 +90,11 @@ class FragmentationPolicy(GpuPolicy):
     def stop_early(self, score: SortKey, feasible: int) -> bool:
         return False  # every feasible node is scored, as FGD does: caching keeps that cheap
 
+    def score_epoch(self) -> object:
+        # Scores depend on the node's shape, usage and CPU, the pod's CPU, and the demand snapshot: a refresh
+        # makes a new snapshot object, which ends the reuse of earlier scores.
+        return (self._scorer or self._make_scorer()).snapshot
+
     def _fragmentation_score(
         self, node: Node, outcome: Outcome, cpu_free: int | None, cpu_after: int | None
     ) -> tuple[SortKey, int]:

@@ -9,7 +9,8 @@ sets; a ``GpuPolicy`` decides everything policy-specific on the way:
 * ``set_effect``: sets with equal effects are scored once;
 * ``describe``: what the policy keeps about a node shape's sets, computed once per shape and usage;
 * ``node_score``: the best set on a node and its score (higher wins; the earlier node wins ties);
-* ``stop_early``: whether no later node can beat the best found so far.
+* ``stop_early``: whether no later node can beat the best found so far;
+* ``score_epoch``: when node scores may be kept between pods (only changed nodes re-scored).
 
 The default is greedy: one set per node, and the first node that fits wins. ``for_pod`` gives the policy as
 it applies to one pod (a variant, or an object holding per-pod state).
@@ -76,6 +77,16 @@ class GpuPolicy:
     def stop_early(self, score: SortKey, feasible: int) -> bool:
         """Whether to stop scanning nodes after ``feasible`` feasible ones, the last scoring ``score``."""
         return True
+
+    def score_epoch(self) -> object | None:
+        """For a policy that scores every feasible node (``stop_early`` never true) and whose ``node_score``
+        depends only on the node's outcome and free CPU (``ClusterState.cpu_free``), the pod's requests and
+        resources, and this object: an object that is replaced (a new identity) whenever anything else
+        ``node_score`` reads changes (e.g. the learnt demand). The allocator then keeps each node's score
+        between pods with the same requests and re-scores only the nodes changed since, as long as the epoch
+        is the same object; the choice is the one a full scan would make. None (the default): every pod
+        scans every node."""
+        return None
 
 
 def packing_score(state: ClusterState, solution: Solution) -> float:

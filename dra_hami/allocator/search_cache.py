@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 MAX_CACHED_SHAPES = 200_000  # outcomes per request signature and policy
 MAX_CACHED_SIGNATURES = 1000  # request signatures (e.g. many claims with their own selectors)
+MAX_CACHED_SCANS = 512  # kinds of pods whose per-node scores are kept (NodeScores)
 
 OutlinePick = tuple[int, int, int, Mapping[str, int] | None]  # slot, alternative, device position, amounts
 Outline = tuple[OutlinePick, ...]
@@ -44,12 +45,40 @@ class Outcome:
     memo: Any = None  # what the GPU policy keeps about this shape (GpuPolicy.describe)
 
 
+@dataclass(slots=True)
+class NodeScores:
+    """Every feasible node's score for one kind of pod (``GpuPolicy.score_epoch``), as of ``mark``."""
+
+    epoch: object  # the policy's score epoch these scores were computed in (compared with ``is``)
+    mark: int  # ``ClusterState.change_mark()`` when the scores were last brought up to date
+    passing: frozenset[str]  # nodes that pass the pod's static filter
+    scores: dict[str, SortKey]  # feasible node -> its score
+    picks: dict[str, tuple[int, Outcome]]  # feasible node -> (index of its best set, its outcome)
+
+
 class SearchCache:
     def __init__(self) -> None:
         self._static_ids: dict[Signature, dict[str, int]] = {}  # request signature -> node -> static shape id
         self._shape_ids: dict[Signature, int] = {}  # static fingerprint -> id
         self._outcomes: dict[Signature, dict[tuple[int, int], Outcome]] = {}  # (signature, policy) -> shape -> outcome
         self._scorer: FragmentationScorer | None = None
+        self._node_scores: dict[Signature, NodeScores] = {}
+
+    def share_static_shapes(self, other: SearchCache) -> None:
+        """Use (and fill) ``other``'s static shape ids. Only for states over the very same devices, device
+        classes and selector results (a simulation's fresh states over one parsed cluster): static ids depend
+        on nothing else, so later replays skip fingerprinting every node again."""
+        self._static_ids = other._static_ids
+        self._shape_ids = other._shape_ids
+
+    def node_scores(self, key: Signature) -> NodeScores | None:
+        """The scores kept for pods of ``key`` (requests, policies and the pod's filters and resources)."""
+        return self._node_scores.get(key)
+
+    def keep_node_scores(self, key: Signature, scores: NodeScores) -> None:
+        if key not in self._node_scores and len(self._node_scores) >= MAX_CACHED_SCANS:
+            self._node_scores.clear()  # bound memory: each holds one entry per node
+        self._node_scores[key] = scores
 
     def for_requests(
         self, signature: Signature, policy_key: object

@@ -56,6 +56,7 @@ class NodeSummary:
 
 
 _EMPTY_USAGE = DeviceUsage()
+MAX_CHANGE_LOG = 100_000  # node changes remembered for ``changed_since`` (older marks rescan every node)
 
 
 class ClusterState:
@@ -102,6 +103,11 @@ class ClusterState:
         self._usage_interned: dict[Signature, int] = {}
         self._usage_issued = 0
         self._static_filters: dict[Signature, tuple[list[str], dict[str, str]]] = {}
+        # Nodes whose usage or load changed, in order (None: every node), so that a scan over all nodes can be
+        # redone for the changed ones only (``changed_since``). Trimmed from the front; ``_log_base`` counts
+        # the entries dropped, so marks stay valid positions in the whole history.
+        self._change_log: list[str | None] = []
+        self._log_base = 0
         for claim in claims:
             self.record_claim(claim)
         for pod in pods:
@@ -245,6 +251,36 @@ class ClusterState:
             self._usage_ids[node.name] = cached
         return cached
 
+    def change_mark(self) -> int:
+        """A position in the history of changes, for ``changed_since``."""
+        return self._log_base + len(self._change_log)
+
+    def changed_since(self, mark: int) -> set[str] | None:
+        """Nodes whose devices' usage or whose pods' load changed since ``mark``; None when every node may
+        have (a shared device changed, or the history that far back was trimmed)."""
+        start = mark - self._log_base
+        if start < 0:
+            return None
+        changed: set[str] = set()
+        for name in self._change_log[start:]:
+            if name is None:
+                return None
+            changed.add(name)
+        return changed
+
+    def _log_change(self, node_name: str | None) -> None:
+        log = self._change_log
+        log.append(node_name)
+        if len(log) > MAX_CHANGE_LOG:
+            drop = len(log) // 2
+            del log[:drop]
+            self._log_base += drop
+
+    def order_keys(self, policy: NodePolicy) -> Mapping[str, SortKey]:
+        """Node -> its current key in ``policy``'s order (what ``in_policy_order`` sorts by). Read-only."""
+        self._sorted_nodes(policy)
+        return self._order_keys[policy.name]
+
     def cpu_free(self, node: Node) -> int | None:
         """Millicores not requested by the pods bound to ``node``; None when the node reports no allocatable CPU."""
         if node.allocatable_milli_cpu is None:
@@ -374,6 +410,7 @@ class ClusterState:
             node_name, cpu, memory = entry
             load = self._loads[node_name]
             load.milli_cpu, load.memory, load.pods = load.milli_cpu - cpu, load.memory - memory, load.pods - 1
+            self._log_change(node_name)
 
     def commit(self, placement: Placement) -> None:
         """Apply a placement the caller has written (or, in a simulation, decided): O(devices touched)."""
@@ -402,6 +439,7 @@ class ClusterState:
         self._pods[pod_key] = (node_name, cpu, memory)
         load = self._loads.setdefault(node_name, NodeLoad())
         load.milli_cpu, load.memory, load.pods = load.milli_cpu + cpu, load.memory + memory, load.pods + 1
+        self._log_change(node_name)
 
     def _touch(self, key: DeviceKey) -> None:
         self._utilisation.pop(key, None)
@@ -414,7 +452,9 @@ class ClusterState:
             self._usage_ids.pop(device.node_name, None)
             for dirty in self._order_dirty.values():
                 dirty.add(device.node_name)
+            self._log_change(device.node_name)
         else:
+            self._log_change(None)
             self._summaries.clear()  # a shared device may be visible from any node
             self._usage_ids.clear()
             for dirty in self._order_dirty.values():

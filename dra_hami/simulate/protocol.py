@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from dra_hami.allocator import ClusterState, Placement, PolicyChoice, allocate_pod
 from dra_hami.allocator.ordering import BINPACK, FIRST_FIT, SPREAD
 from dra_hami.allocator.policies import FRAGMENTATION, TOPOLOGY
+from dra_hami.allocator.search_cache import SearchCache, search_cache
 
 from .cluster import DRIVER, SELECTORS, memory_by_model, parse_cluster, pod_shapes, shape_key
 from .selectors import FastSelectors, class_selector, product_selector
@@ -159,10 +160,14 @@ class Simulation:
         for expression, models in SELECTORS.items():
             self.selectors.register(*product_selector(DRIVER, expression, models))
         self.cluster = parse_cluster(self.nodes, [n.name for n in self.nodes])
+        self._static_shapes = SearchCache()
 
     def state(self) -> ClusterState:
         """An empty cluster: a fresh state over the parsed devices and nodes (immutable, so shared by replays)."""
-        return self.cluster.state(self.selectors)
+        state = self.cluster.state(self.selectors)
+        # Same devices, classes and selectors in every replay: node fingerprints are computed once.
+        search_cache(state).share_static_shapes(self._static_shapes)
+        return state
 
     def replay(
         self,
