@@ -23,24 +23,44 @@ def fail(label: str, path: str, message: str) -> ParseError:
     return ParseError(f"{label}: {path}: {message}")
 
 
+# Parsed quantity texts: the controller parses every claim on every event about it, and the same few texts
+# ("8Gi", "10") recur; the exact parser costs about 10 us each. Only successful parses are kept.
+_CACHE_LIMIT = 4096
+_quantities: dict[str, int] = {}
+_milli_quantities: dict[str, int] = {}
+
+
+def _remember(cache: dict[str, int], text: str, value: int) -> int:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[text] = value
+    return value
+
+
 def quantity(value: Any, label: str, path: str) -> int:
     """A quantity as an exact integer (bytes, cores, shares); fractions round up like Quantity.Value()."""
+    if isinstance(value, str) and (known := _quantities.get(value)) is not None:
+        return known
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise fail(label, path, f"{json.dumps(value)} is not a quantity")
     try:
-        return ceil_int(value, "quantity")
+        parsed = ceil_int(value, "quantity")
     except QuantityError as err:
         raise fail(label, path, _reason(err)) from None
+    return _remember(_quantities, value, parsed) if isinstance(value, str) else parsed
 
 
 def milli_quantity(value: Any, label: str, path: str) -> int:
     """A quantity in thousandths (cpu), rounded up like Quantity.MilliValue()."""
+    if isinstance(value, str) and (known := _milli_quantities.get(value)) is not None:
+        return known
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise fail(label, path, f"{json.dumps(value)} is not a quantity")
     try:
-        return ceil_milli(value, "quantity")
+        parsed = ceil_milli(value, "quantity")
     except QuantityError as err:
         raise fail(label, path, _reason(err)) from None
+    return _remember(_milli_quantities, value, parsed) if isinstance(value, str) else parsed
 
 
 def _reason(err: QuantityError) -> str:

@@ -369,6 +369,21 @@ class ClusterState:
 
     # ------------------------------------------------------------------------------------- writing
 
+    def replace_node(self, node: Node) -> None:
+        """A known node's labels, taints or allocatable changed; its devices, claims and pods stay counted.
+
+        Node objects change far more often than what is allocated on them (conditions, taints the node lifecycle
+        controller sets): rebuilding the whole state for each change re-parsed every claim in the cluster."""
+        if node.name not in self.nodes:
+            raise KeyError(node.name)
+        self.nodes[node.name] = node
+        self._static_filters.clear()  # they read every node's labels and taints
+        self._devices_for_node.pop(node.name, None)  # node-selector slices match its labels
+        self._summaries.pop(node.name, None)
+        self._usage_ids.pop(node.name, None)
+        for dirty in self._order_dirty.values():
+            dirty.add(node.name)
+
     def record_claim(self, claim: Claim | dict[str, Any]) -> None:
         """Account a claim's allocation, whoever made it (replaces what was recorded for it before)."""
         if isinstance(claim, dict):

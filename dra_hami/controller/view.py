@@ -17,6 +17,7 @@ from dra_hami.allocator import (
     ClusterState,
     DemandModel,
     Device,
+    Node,
     SelectorCache,
     parse_claim,
     parse_device_class,
@@ -163,6 +164,10 @@ class View:
             return Change(kind, key, event_type == DELETED or (old is not None and old_spec != obj.get("spec")))
         if kind == SLICES:
             self._accounting = {}
+        if kind == NODES and event_type != DELETED and old is not None:
+            changed = self._node_changed(key, old, obj)
+            if changed is not None:
+                return Change(kind, key, changed)
         if kind in (SLICES, NODES, CLASSES):
             self._state = None
             return Change(kind, key, True)
@@ -200,6 +205,23 @@ class View:
             self._account_pod(pod_key, self.pods[pod_key])
 
     # ------------------------------------------------------------------------------------- internals
+
+    def _node_changed(self, key: str, old: dict[str, Any], new: dict[str, Any]) -> bool | None:
+        """Apply a known node's update to the state in place: False when nothing the allocator reads changed
+        (a condition or heartbeat), True when it did; None when only a rebuild will do (unparseable, unknown)."""
+        state = self._state
+        try:
+            before, after = parse_node(old), parse_node(new)
+        except AllocatorError:
+            return None
+        if _same_node(before, after):
+            return False
+        if state is None:
+            return True  # built from the objects on next use anyway
+        if key not in state.nodes or not _same_node(state.nodes[key], before):
+            return None
+        state.replace_node(after)
+        return True
 
     def _pod_for_state(self, key: str, obj: dict[str, Any]) -> dict[str, Any]:
         spec = obj.get("spec") or {}
@@ -281,6 +303,17 @@ class View:
             except AllocatorError as err:
                 self._bad(SLICES, f"{driver}/{pool}", err)
         return devices
+
+
+def _same_node(a: Node, b: Node) -> bool:
+    """What the allocator reads of a node (Node compares by identity)."""
+    return (
+        a.name == b.name
+        and dict(a.labels) == dict(b.labels)
+        and a.taints == b.taints
+        and (a.allocatable_milli_cpu, a.allocatable_memory, a.allocatable_pods)
+        == (b.allocatable_milli_cpu, b.allocatable_memory, b.allocatable_pods)
+    )
 
 
 def _pod_finished(pod: dict[str, Any]) -> bool:
