@@ -319,8 +319,9 @@ def _run_policy(cluster: Cluster, args: argparse.Namespace, namespace: str, in_f
     started = time.monotonic()
     controller.start()
     spy = None
-    if args.py_spy:
+    if args.py_spy and namespace == NAMESPACE:  # the pipelined run only
         assert controller.proc is not None
+        time.sleep(1.0)  # py-spy cannot attach before the interpreter is up
         spy = subprocess.Popen(
             [
                 "py-spy",
