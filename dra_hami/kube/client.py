@@ -239,8 +239,11 @@ class RawKubeApi:
             buffer = b""
             for chunk in response.stream(65536):
                 buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
+                if b"\n" not in chunk:
+                    continue
+                # One split per chunk: splitting one line off at a time copied the rest of the chunk per event.
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
                     if line.strip():
                         yield _json(line, path)
         except TRANSPORT_ERRORS as err:  # reset or timed out mid-stream

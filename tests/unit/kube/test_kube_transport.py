@@ -146,3 +146,21 @@ def test_an_answer_that_is_not_json_is_an_api_error() -> None:
     with tcp_server(html) as port, pytest.raises(ApiError) as caught:
         adapter(port).get_object(PATH + "/x")
     assert caught.value.reason == "BadResponse"
+
+
+def test_watch_events_split_across_chunks_and_several_per_chunk_arrive_whole_and_in_order() -> None:
+    events = [
+        b'{"type":"ADDED","object":{"metadata":{"name":"%d","resourceVersion":"%d"}}}' % (i, 8 + i) for i in range(5)
+    ]
+    stream = b"\n".join(events) + b"\n"
+    pieces = [stream[:30], stream[30:150], stream[150:151], stream[151:]]  # cut inside events and at a newline
+
+    def chunked(conn: socket.socket) -> None:
+        read_request(conn)
+        body = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces) + b"0\r\n\r\n"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+        conn.close()
+
+    with tcp_server(chunked) as port:
+        seen = [e["object"]["metadata"]["name"] for e in adapter(port).watch(PATH, "7", 5)]
+    assert seen == ["0", "1", "2", "3", "4"]
