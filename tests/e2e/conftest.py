@@ -26,6 +26,8 @@ from pathlib import Path
 import netns
 import pytest
 from cluster import DRIVER, REPO_ROOT, Cluster, HamiPlugin, build_binaries, load_manifests, wait_for
+from shipped_image import BuiltImage
+from shipped_image import build as build_image
 
 _state: dict[str, Cluster] = {}
 
@@ -90,6 +92,17 @@ def device_class(cluster: Cluster) -> dict:
     (obj,) = load_manifests(REPO_ROOT / "examples" / "deviceclass.yaml")
     assert obj["metadata"]["name"] == DRIVER
     return cluster.kube.apply(obj)
+
+
+@pytest.fixture(scope="session")
+def shipped_image(cluster: Cluster) -> BuiltImage:
+    """The product image (build_image.sh; built in the host's namespace when its cache is cold), imported into the
+    cluster's containerd under the name the chart's default values give (docker.io/library/dra-hami:<version>)."""
+    built = build_image()
+    proc = cluster.ctr("images", "import", "--platform", "linux/amd64", str(built.archive), timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"ctr images import {built.archive} failed: {proc.stderr.strip()}", pytrace=False)
+    return built
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from cluster import NODE_IP, POD_SUBNET, SERVICE_CIDR, Cluster, wait_for
 from e2e_objects import busybox_pod
-from shipped_image import BuiltImage, build
+from shipped_image import BuiltImage
 
 pytestmark = pytest.mark.e2e
 
@@ -79,14 +79,6 @@ def test_kubernetes_service_points_at_the_advertised_node_address(cluster: Clust
     assert {"type": "InternalIP", "address": NODE_IP} in node["status"]["addresses"]
 
 
-@pytest.fixture(scope="module")
-def image(cluster: Cluster) -> BuiltImage:
-    built = build()
-    proc = cluster.ctr("images", "import", "--platform", "linux/amd64", str(built.archive), timeout=600)
-    assert proc.returncode == 0, f"ctr images import {built.archive}: {proc.stderr}"
-    return built
-
-
 IN_CLUSTER = (
     "import json; from kubernetes import client, config; config.load_incluster_config(); "
     "c = client.Configuration.get_default_copy(); "
@@ -96,7 +88,9 @@ IN_CLUSTER = (
 )
 
 
-def test_in_cluster_configuration_from_the_shipped_image(cluster: Cluster, namespace: str, image: BuiltImage) -> None:
+def test_in_cluster_configuration_from_the_shipped_image(
+    cluster: Cluster, namespace: str, shipped_image: BuiltImage
+) -> None:
     # The namespace's default service account may read its own namespace object.
     cluster.kube.create(
         {
@@ -117,7 +111,9 @@ def test_in_cluster_configuration_from_the_shipped_image(cluster: Cluster, names
         },
         namespace,
     )
-    pod = busybox_pod("in-cluster", "unused", image=image.ref, hostNetwork=False, automountServiceAccountToken=True)
+    pod = busybox_pod(
+        "in-cluster", "unused", image=shipped_image.ref, hostNetwork=False, automountServiceAccountToken=True
+    )
     container = pod["spec"]["containers"][0]
     container["command"] = ["python3", "-c", IN_CLUSTER]
     # As the chart runs the controller and webhook.
