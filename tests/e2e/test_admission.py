@@ -1,5 +1,7 @@
-"""``dra-hami webhook`` registered with the real API server: HAMi legacy pods run capped, policy mode gates GPU
-pods, GpuQuota refuses and releases, invalid VGpuConfig is refused at creation, and an outage blocks no plain pod.
+"""``dra-hami webhook`` registered with the real API server, run as the chart's default install runs it (no
+policy mode): HAMi legacy pods run capped, GpuQuota refuses and releases claims the stock scheduler then
+allocates, invalid VGpuConfig and control variables are refused at creation, and each registration behaves
+during an outage as docs/configuration.md says. Policy mode (a second webhook process) adds only the gate.
 
 The webhook runs as a child process on 127.0.0.1 with a serving certificate from the cluster's CA; the
 webhook configurations are the ones ``dra_hami.webhook.configuration`` builds (so the API server also checks
@@ -22,6 +24,7 @@ from cluster import DRIVER, REPO_ROOT, ApiError, Cluster, Component, HamiPlugin,
 from e2e_objects import CLAIMS_API, GATE, busybox_pod, claim_template
 from e2e_pki import CertSpec
 
+from dra_hami.quantity import to_int
 from dra_hami.webhook import configuration
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +36,7 @@ NO_POLICY = {"dra-hami.project-hami.io/policy-mode": "disabled"}
 
 
 class Webhook:
-    def __init__(self, cluster: Cluster, policy_mode: bool = True) -> None:
+    def __init__(self, cluster: Cluster, policy_mode: bool = False) -> None:
         self.cluster = cluster
         self.port = free_port()
         self.pair = cluster.pki.issue(
@@ -47,7 +50,7 @@ class Webhook:
                 "--tls-cert-file", str(self.pair.cert), "--tls-key-file", str(self.pair.key),
                 "--bind-address", f"127.0.0.1:{self.port}", "--metrics-bind-address", "127.0.0.1:0",
                 "--kubeconfig", str(cluster.admin_kubeconfig), "--quota-resync", "5",
-                *(["--policy-mode"] if policy_mode else []),
+                "--policy-mode" if policy_mode else "--no-policy-mode",
                 "--log-level", "debug",
             ],
             cluster.logs / "dra-hami-webhook.log",
@@ -80,6 +83,22 @@ class Webhook:
             else:
                 obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 kube.request("PUT", f"{path}/{obj['metadata']['name']}", obj)
+
+    def await_serving(self, namespace: str, gate: bool) -> None:
+        """Until the API server's view of the registrations (an informer) calls this process: a dry-run GPU pod
+        comes back gated exactly when this one runs in policy mode."""
+
+        def answered() -> bool:
+            try:
+                probe = busybox_pod("probe", "true", template="probe")
+                out = self.cluster.kube.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", probe)
+            except ApiError as err:
+                if "failed calling webhook" in str(err):
+                    return False
+                raise
+            return bool(out["spec"].get("schedulingGates")) == gate
+
+        wait_for(answered, 30, f"the API server to call the webhook on {self.url}")
 
     def unregister(self) -> None:
         for plural, obj in self.configurations():
@@ -181,25 +200,39 @@ def test_bad_legacy_values_are_refused_at_creation(cluster: Cluster, webhook: We
     assert "nvidia.com/gpumem is 99999 MiB but the largest GPU has 15360 MiB" in str(refused.value)
 
 
-def test_policy_mode_gates_gpu_pods_only(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+def test_only_policy_mode_gates_gpu_pods(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
     kube = cluster.kube
     kube.create(claim_body("slice", "1Gi", template=True), namespace)
-    created = kube.create(busybox_pod("gpu", "echo READY; sleep 3600", template="slice"), namespace)
-    assert created["spec"]["schedulingGates"] == [{"name": GATE}]
-    plain = kube.create(busybox_pod("plain", "echo hi"), namespace)
-    assert not plain["spec"].get("schedulingGates")
-    cluster.wait_pod_phase("plain", ["Succeeded"], namespace, timeout=120)
+    kube.create(claim_body("probe", "1Gi", template=True), namespace)
+    # the default install: the stock scheduler allocates, nothing is gated
+    ungated = kube.create(busybox_pod("ungated", "echo READY", template="slice"), namespace)
+    assert not ungated["spec"].get("schedulingGates")
+    cluster.wait_pod_phase("ungated", ["Succeeded"], namespace, timeout=180)
 
-    def gated() -> bool:
-        conditions = {
-            c["type"]: c for c in (cluster.pod("gpu", namespace) or {}).get("status", {}).get("conditions", [])
-        }
-        return conditions.get("PodScheduled", {}).get("reason") == "SchedulingGated"
+    policy = Webhook(cluster, policy_mode=True)
+    try:
+        with policy.serving():
+            policy.await_serving(namespace, gate=True)
+            created = kube.create(busybox_pod("gpu", "echo READY; sleep 3600", template="slice"), namespace)
+            assert created["spec"]["schedulingGates"] == [{"name": GATE}]
+            plain = kube.create(busybox_pod("plain", "echo hi"), namespace)
+            assert not plain["spec"].get("schedulingGates")
+            cluster.wait_pod_phase("plain", ["Succeeded"], namespace, timeout=120)
 
-    wait_for(gated, 30, "the gated pod to report SchedulingGated")
-    # what the allocation controller does once it placed the claims: lift the gate; the pod then runs
-    kube.patch(f"/api/v1/namespaces/{namespace}/pods/gpu", {"spec": {"schedulingGates": []}})
-    cluster.wait_pod_phase("gpu", ["Running"], namespace, timeout=180)
+            def gated() -> bool:
+                conditions = {
+                    c["type"]: c for c in (cluster.pod("gpu", namespace) or {}).get("status", {}).get("conditions", [])
+                }
+                return conditions.get("PodScheduled", {}).get("reason") == "SchedulingGated"
+
+            wait_for(gated, 30, "the gated pod to report SchedulingGated")
+            # what the allocation controller does once it placed the claims: lift the gate; the pod then runs
+            kube.patch(f"/api/v1/namespaces/{namespace}/pods/gpu", {"spec": {"schedulingGates": []}})
+            cluster.wait_pod_phase("gpu", ["Running"], namespace, timeout=180)
+    finally:
+        webhook.register()  # the module's default-install webhook again
+        webhook.await_serving(namespace, gate=False)
+    assert not policy.component.grep("Traceback"), policy.component.tail(60)
 
 
 def test_invalid_vgpu_config_is_refused_at_creation(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
@@ -218,7 +251,21 @@ def test_invalid_vgpu_config_is_refused_at_creation(cluster: Cluster, webhook: W
         assert "fix the VGpuConfig" in message
 
 
+def control_env_pod(name: str) -> dict:
+    return busybox_pod(name, "true", template="tuned", env={"CUDA_DISABLE_CONTROL": "1"})
+
+
+def test_a_pod_that_sets_a_control_variable_is_refused(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    cluster.kube.create(claim_body("tuned", "1Gi", template=True), namespace)
+    with pytest.raises(ApiError) as refused:
+        cluster.kube.create(control_env_pod("sneaky"), namespace)
+    assert refused.value.status == 403
+    assert "container 'main' sets CUDA_DISABLE_CONTROL" in str(refused.value), refused.value
+
+
 def test_gpuquota_refuses_and_releases(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    """Without policy mode: admission refuses the claim that would go over; the claims the stock scheduler
+    allocates are counted by what their allocation took."""
     kube = cluster.kube
     quota_path = f"{QUOTAS}/namespaces/{namespace}/gpuquotas"
     kube.request("POST", quota_path, {
@@ -248,24 +295,61 @@ def test_gpuquota_refuses_and_releases(cluster: Cluster, webhook: Webhook, names
 
     # deleting claim a frees the quota: the reconciler updates status, the waiting pod's claim now fits
     kube.delete(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims/a")
-    cluster.wait_pod_phase("waits", ["Running"], namespace, timeout=180)
+    running = cluster.wait_pod_phase("waits", ["Running"], namespace, timeout=180)
+    assert not running["spec"].get("schedulingGates")  # no policy mode: the stock scheduler allocated it
+    claim_name = running["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
+    allocated = kube.get(f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims/{claim_name}")
+    (result,) = allocated["status"]["allocation"]["devices"]["results"]
+    assert to_int(result["consumedCapacity"]["memory"], "consumedCapacity.memory") == 2 * 1024**3, result
     wait_for(lambda: used().get("memory") == "2Gi" and used().get("gpus") == 1, 30, "status.used after the release")
+    # the allocation is what counts now: 2Gi allocated + 3Gi asked > 4Gi
+    with pytest.raises(ApiError) as refused:
+        kube.create(claim_body("c", "3Gi"), namespace)
+    assert "memory: used 2Gi + requested 3Gi = 5Gi exceeds the limit 4Gi" in str(refused.value)
 
 
-def test_outage_never_blocks_a_pod(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+def test_outage_behaviour_of_each_registration(cluster: Cluster, webhook: Webhook, namespace: str) -> None:
+    """docs/configuration.md, "When the webhook is down": pods (mutating) and pod-env are Ignore, claims and
+    claimtemplates Fail; a pod without GPUs is never even sent."""
     kube = cluster.kube
     labelled_namespace(cluster, namespace, LEGACY)
+    kube.create(claim_body("tuned", "1Gi", template=True), namespace)
     dead = f"https://127.0.0.1:{free_port()}"  # nothing listens there
     webhook.register(url=dead)
+    pods = f"/api/v1/namespaces/{namespace}/pods?dryRun=All"
+    claims = f"{CLAIMS_API}/namespaces/{namespace}/resourceclaims?dryRun=All"
+
+    def dead_everywhere() -> bool:
+        """The API server's view of both registrations (informers) reaches the dead address."""
+        legacy = kube.request("POST", pods, busybox_pod("legacy", "true", limits={"nvidia.com/gpu": "1"}))
+        if legacy["spec"].get("resourceClaims"):
+            return False  # still translated by the live webhook
+        try:
+            kube.request("POST", claims, claim_body("probe", "1Gi"))
+        except ApiError as err:
+            return "failed calling webhook" in str(err)
+        return False
+
     try:
-        plain = kube.create(busybox_pod("plain", "echo hi"), namespace)  # not even sent (matchConditions)
-        assert plain["metadata"]["name"] == "plain"
-        legacy = kube.create(busybox_pod("legacy", "true", limits={"nvidia.com/gpu": "1"}), namespace)  # sent, ignored
+        wait_for(dead_everywhere, 30, "the API server to call the dead webhook address")
+        # pods (Ignore): a HAMi-style pod is created untranslated (it waits as Insufficient nvidia.com/gpu)
+        legacy = kube.create(busybox_pod("legacy", "true", limits={"nvidia.com/gpu": "1"}), namespace)
         assert legacy["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
         assert not legacy["spec"].get("resourceClaims")
-        with pytest.raises(ApiError) as refused:  # our claims fail closed: quota cannot be bypassed
-            kube.create(claim_body(f"c-{uuid.uuid4().hex[:6]}", "1Gi"), namespace)
-        assert "failed calling webhook" in str(refused.value)
+        plain = kube.create(busybox_pod("plain", "echo hi"), namespace)  # not even sent (matchConditions)
+        assert plain["metadata"]["name"] == "plain"
+        # pod-env (Ignore): let through by the webhook's registration; only an admission policy, if installed,
+        # refuses it
+        try:
+            kube.request("POST", pods, control_env_pod("sneaky"))
+        except ApiError as err:
+            assert "ValidatingAdmissionPolicy" in str(err) and "failed calling webhook" not in str(err), err
+        # claims and claimtemplates (Fail): refused, so GpuQuota and VGpuConfig cannot be bypassed
+        for body in (claim_body(f"c-{uuid.uuid4().hex[:6]}", "1Gi"),
+                     claim_body(f"t-{uuid.uuid4().hex[:6]}", "1Gi", template=True)):  # fmt: skip
+            with pytest.raises(ApiError) as refused:
+                kube.create(body, namespace)
+            assert "failed calling webhook" in str(refused.value), refused.value
         cluster.wait_pod_phase("plain", ["Succeeded"], namespace, timeout=120)
     finally:
         webhook.register()
@@ -282,6 +366,9 @@ def test_outage_never_blocks_a_pod(cluster: Cluster, webhook: Webhook, namespace
         return True
 
     wait_for(accepted, 30, "a claim to be admitted once the webhook is registered again")
+    with pytest.raises(ApiError) as refused:
+        kube.create(control_env_pod("sneaky"), namespace)
+    assert "CUDA_DISABLE_CONTROL" in str(refused.value)
 
 
 def test_webhook_log_has_no_tracebacks(webhook: Webhook) -> None:
