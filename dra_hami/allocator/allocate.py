@@ -204,21 +204,28 @@ class _Allocation:
         # node_score depends on the node only through its outcome and free CPU: nodes alike (e.g. idle nodes of
         # one model) are scored once per pod.
         alike: dict[tuple[int, int | None], tuple[SortKey, int]] = {}
+        # The hot loop of a full scan (every node): names bound once, the outcome memo read inline.
+        static_ids, outcomes, usage_id = self._static_ids, self._outcomes, state.node_usage_id
+        load, cpu_free, node_score = state.load, state.cpu_free, policy.node_score
+        fresh = not scores
         for name in changed:
-            scores.pop(name, None)
-            picks.pop(name, None)
+            if not fresh:
+                scores.pop(name, None)
+                picks.pop(name, None)
             node = nodes.get(name)
-            if node is None or name not in passing or not resources_fit(node, state.load(name), pod):
+            if node is None or name not in passing or not resources_fit(node, load(name), pod):
                 continue
-            outcome = self._outcome(node)
+            static_id = static_ids.get(name)
+            outcome = None if static_id is None else outcomes.get((static_id, usage_id(node)))
+            if outcome is None:
+                outcome = self._outcome(node)
             if outcome.reason is not None:
                 continue
-            same = (id(outcome), state.cpu_free(node))
+            same = (id(outcome), cpu_free(node))
             result = alike.get(same)
             if result is None:
-                result = alike[same] = policy.node_score(node, outcome)
-            score, index = result
-            scores[name] = score
+                result = alike[same] = node_score(node, outcome)
+            scores[name], index = result
             picks[name] = (index, outcome)
         if not scores:
             return None

@@ -124,6 +124,7 @@ class SeedResult:
     skipped: int = 0
     known_unplaceable: int = 0  # skipped without asking the allocator: the same shape already fit nowhere
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the replay's thread (the load of other processes does not count)
 
     def allocation_at(self, percent: float) -> float:
         """Allocation % at arrived = ``percent`` (the artifact's integer bin; see the module doc)."""
@@ -176,7 +177,7 @@ class Simulation:
         clock: Callable[[], float] = time.perf_counter,
         cpu_clock: Callable[[], float] = time.thread_time,
     ) -> SeedResult:
-        start = clock()
+        start, cpu_start = clock(), cpu_clock()
         state = self.state()
         result = SeedResult(seed, self.capacity_milli)
         arrived = allocated = 0
@@ -208,6 +209,7 @@ class Simulation:
             result.arrived.append(arrived)
             result.allocated.append(allocated)
         result.wall_s = clock() - start
+        result.cpu_s = cpu_clock() - cpu_start
         return result
 
 

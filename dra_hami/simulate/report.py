@@ -37,7 +37,8 @@ class PolicySummary:
     decision_wall_ms_p99: float
     pods: int  # offered per seed, mean
     skipped: float  # per seed, mean
-    wall_s: float  # summed over seeds (CPU time of the replays)
+    wall_s: float  # summed over seeds (wall time of the replays)
+    cpu_s: float  # summed over seeds (CPU time of the replays)
     curve: tuple[tuple[int, float], ...]  # arrived % bin -> mean allocation % over seeds
 
 
@@ -67,6 +68,7 @@ def summarise(name: str, choice: PolicyChoice, results: Sequence[SeedResult]) ->
         pods=round(statistics.fmean(len(r.arrived) for r in results)),
         skipped=statistics.fmean(r.skipped for r in results),
         wall_s=sum(r.wall_s for r in results),
+        cpu_s=sum(r.cpu_s for r in results),
         curve=tuple((b, statistics.fmean(v)) for b, v in sorted(bins.items())),
     )
 
@@ -89,6 +91,7 @@ def to_json(summaries: Sequence[PolicySummary], trace: dict[str, Any] | None = N
                 "pods_per_seed": s.pods,
                 "skipped_per_seed": round(s.skipped, 1),
                 "replay_s": round(s.wall_s, 2),
+                "replay_cpu_s": round(s.cpu_s, 2),
             }
         )
         policies[s.name] = entry
