@@ -290,6 +290,40 @@ def test_plugin_publishes_and_registers_with_its_service_account(cluster: Cluste
     assert not forbidden_lines(plugin), forbidden_lines(plugin)
 
 
+def test_default_install_serves_hami_allocation_gauges(cluster: Cluster, namespace: str, node_components):
+    """No controller (it starts later in this module): the stock scheduler allocates, and the node's exporter
+    serves HAMi's allocation gauges and one per-container series, labelled as HAMi labels them."""
+    _, exporter = node_components
+    cluster.kube.create(claim_template("stock-slice", "3Gi", 20, device_class=DRIVER), namespace)
+    cluster.kube.create(busybox_pod("stock-pod", template="stock-slice"), namespace)
+    pod = cluster.wait_pod_phase("stock-pod", ["Running"], namespace, timeout=120)
+    (status,) = pod["status"]["resourceClaimStatuses"]
+    claim = cluster.kube.get(f"{RESOURCE_API}/namespaces/{namespace}/resourceclaims/{status['resourceClaimName']}")
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    port = next(a for a in exporter.args if a.startswith("--metrics-bind-address=")).rsplit(":", 1)[1]
+
+    def series() -> dict[str, list[str]] | None:
+        exporter.check_alive()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                lines = resp.read().decode().splitlines()
+        except OSError:
+            return None
+        names = ("vGPUMemoryAllocated", "vGPU_device_memory_limit_in_bytes", "hami_vgpu_memory_limit_bytes")
+        out = {name: [line for line in lines if line.startswith(name + "{") and "stock-pod" in line] for name in names}
+        return out if all(out.values()) else None
+
+    found = wait_for(series, 90, "the exporter's HAMi series of the pod", details=lambda: exporter.tail(30))
+    for name, lines in found.items():
+        assert len(lines) == 1, (name, lines)  # one container, one GPU: one series
+        assert float(lines[0].rsplit(" ", 1)[1]) == 3 * 2**30, lines
+    assert f'nodename="{cluster.node_name}"' in found["vGPUMemoryAllocated"][0]
+    assert 'containeridx="0"' in found["vGPUMemoryAllocated"][0] and 'zone="vGPU"' in found["vGPUMemoryAllocated"][0]
+    assert 'ctrname="' in found["vGPU_device_memory_limit_in_bytes"][0]
+    assert result["device"].startswith("hami-gpu-")
+    cluster.delete_pod("stock-pod", namespace)
+
+
 @pytest.fixture(scope="module")
 def controller(cluster: Cluster, release, node_components, tmp_path_factory):
     sa = f"{RELEASE}-dra-hami-controller"
