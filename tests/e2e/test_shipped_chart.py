@@ -4,16 +4,19 @@ The image is the one tests/e2e/build_image.sh builds from the Dockerfile, import
 under the name the chart's default values pull (`dra-hami:<appVersion>`, IfNotPresent). The values are the
 defaults except what this node differs in: its kubelet, CDI and libvgpu directories live under the harness dir,
 its GPUs are the fake t4x2 profile (no NVML, no NVIDIA Container Toolkit, so injection none), and the driver has a
-name of its own, so nothing here touches the session plugin. The node gets the label of the chart's default
+name of its own, so nothing here touches the session plugin, and the webhook asks for no client certificate
+(this API server presents none). The node gets the label of the chart's default
 nodeSelector. Then, in the DaemonSet's pod: the init container installs libvgpu.so on the host, the plugin
 container registers with the kubelet, publishes the slices and prepares the claim of examples/single-slice.yaml,
-whose pod (on the pod network) sees its memory cap and libvgpu.
+whose pod (on the pod network) sees its memory cap and libvgpu; the exporter, scraped from a pod at its Service's
+endpoint, reports the claim's limit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import time
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster import REPO_ROOT, Cluster, wait_for
+from e2e_objects import busybox_pod
 from examples_support import example_objects
 from shipped_image import BuiltImage
 
@@ -31,6 +35,7 @@ NAMESPACE = "dra-hami-shipped"
 DRIVER = "shipped-e2e.project-hami.io"
 NODE_LABEL = "nvidia.com/gpu.present"  # the chart's default kubeletPlugin.nodeSelector
 RESOURCE_API = "/apis/resource.k8s.io/v1"
+EXPORTER_PORT = 9401  # the chart's default exporter.port
 ENV_COMMAND = "env | sort; cat /etc/ld.so.preload; sha256sum /usr/local/vgpu/libvgpu.so; echo READY; exec sleep 3600"
 
 
@@ -54,6 +59,13 @@ def plugin_pods(cluster: Cluster) -> list[dict[str, Any]]:
     ).get("items", [])
 
 
+def exporter_slices(cluster: Cluster) -> list[dict[str, Any]]:
+    return cluster.kube.get(
+        f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices",
+        labelSelector=f"kubernetes.io/service-name={RELEASE}-dra-hami-exporter",
+    ).get("items", [])
+
+
 def slices(cluster: Cluster) -> list[dict[str, Any]]:
     return cluster.kube.get(f"{RESOURCE_API}/resourceslices", fieldSelector=f"spec.driver={DRIVER}").get("items", [])
 
@@ -66,6 +78,9 @@ def installed(cluster: Cluster, helm: str, shipped_image: BuiltImage, tmp_path_f
         "devices": {"fakeProfile": "t4x2", "injection": "none"},
         "hostPaths": {"kubeletDir": str(cluster.kubelet_root), "cdiDir": str(cluster.cdi_dir), "vgpuDir": str(vgpu)},
         "kubeletPlugin": {"publishInterval": 5},
+        # This API server presents no admission client certificate (the install docs' clientAuth.enabled=false
+        # case); the webhook's own serving certificate is the chart's self-signed default.
+        "webhook": {"clientAuth": {"enabled": False}},
     }
     # The plugin mounts each claim's tmpfs there with Bidirectional propagation, which needs a shared mount. On a
     # real node systemd makes / shared; this VM's / is private, so the directory becomes a shared bind of itself
@@ -132,6 +147,19 @@ def test_daemonset_installs_libvgpu_registers_and_publishes(cluster: Cluster, in
     assert len(devices) == 2, devices
 
 
+def test_webhook_pods_serve_admission_through_their_service(cluster: Cluster, installed: dict) -> None:
+    # Both replicas ready (their readiness probes reach them on the pod network); claims and claim templates
+    # are admitted only through them (failurePolicy Fail), so the example below also shows the API server
+    # reaching them through the Service with the chart's certificate.
+    path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{RELEASE}-dra-hami-webhook"
+    wait_for(
+        lambda: (cluster.kube.get(path).get("status") or {}).get("availableReplicas") == 2,
+        240,
+        "both webhook replicas to be available",
+        details=lambda: json.dumps(cluster.kube.get(path).get("status"), indent=1) + "\n" + cluster.diagnostics(15),
+    )
+
+
 def test_example_pod_runs_with_its_memory_cap(cluster: Cluster, namespace: str, installed: dict) -> None:
     objects = example_objects("single-slice.yaml", driver=DRIVER, command=ENV_COMMAND)
     for obj in objects:
@@ -157,6 +185,24 @@ def test_example_pod_runs_with_its_memory_cap(cluster: Cluster, namespace: str, 
     specs = [json.loads(p.read_text()) for p in cluster.cdi_dir.glob(f"k8s.{DRIVER}*")]
     assert any(uid in json.dumps(s) for s in specs), [s.get("kind") for s in specs]
     print(f"[shipped] helm install to the first example pod Running: {first_running:.1f} s")
+
+    # The exporter, scraped as Prometheus does: the chart's (headless) Service's endpoint, from a pod.
+    endpoint = wait_for(
+        lambda: next(
+            (a for s in exporter_slices(cluster) for e in s.get("endpoints", []) for a in e["addresses"]), None
+        ),
+        60,
+        "an endpoint of the exporter Service",
+    )
+    url = f"http://{endpoint}:{EXPORTER_PORT}/metrics"
+    want = f'dra_hami_claim_memory_limit_bytes{{.*claim_uid="{uid}"'
+    scrape = (f"for i in $(seq 30); do timeout 10 wget -q -O /tmp/m {url} && grep -q '{want}' /tmp/m "
+              "&& cat /tmp/m && exit 0; sleep 2; done; cat /tmp/m; exit 1")  # fmt: skip
+    cluster.kube.create(busybox_pod("scraper", scrape, hostNetwork=False), namespace)
+    cluster.wait_pod_phase("scraper", ["Succeeded"], namespace, timeout=120)
+    metrics = cluster.pod_log("scraper", "main", namespace)
+    (line,) = [m for m in metrics.splitlines() if re.match(want, m)]
+    assert float(line.rsplit(" ", 1)[1]) == 4 * 2**30, line
     cluster.delete_pod("inference", namespace)
     # Unprepared by the chart's plugin once the pod is gone: nothing of the claim stays on the host.
     claim_dir = installed["vgpu"] / "claims" / uid
