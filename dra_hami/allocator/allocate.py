@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -171,8 +171,9 @@ class _Allocation:
         return self._placement(node, self._materialise(node, outcome.solutions[index]))
 
     def _best_kept(self, epoch: object) -> tuple[Node, Outline] | None:
-        """The node and set a full scan would choose, re-scoring only the nodes changed since pods of the same
-        kind were last placed in this score epoch (``GpuPolicy.score_epoch``); None when no node fits.
+        """The node and set a full scan would choose, looking again only at the nodes changed since a pod of
+        the same kind was last placed, and re-scoring all nodes only in a new score epoch
+        (``GpuPolicy.score_epoch``); None when no node fits.
 
         A full scan keeps the first node, in node-policy order, among those with the highest score: here the
         highest score, then the least node-policy key among the nodes that have it.
@@ -188,30 +189,26 @@ class _Allocation:
             pod.memory,
         )
         kept = self.cache.node_scores(key)
-        changed = None
-        if kept is not None and kept.epoch is epoch:
-            changed = state.changed_since(kept.mark)
+        changed = None if kept is None else state.changed_since(kept.mark)
         mark = state.change_mark()
         nodes = state.nodes
         if kept is None or changed is None:
             names, _ = state.static_filter(pod)
-            kept = NodeScores(epoch, mark, frozenset(names), {}, {})
+            kept = NodeScores(epoch, mark, frozenset(names), {}, {}, {})
             self.cache.keep_node_scores(key, kept)
             changed = names
+            fresh = True
         else:
+            fresh = False
             kept.mark = mark
-        scores, picks, passing = kept.scores, kept.picks, kept.passing
-        # node_score depends on the node only through its outcome and free CPU: nodes alike (e.g. idle nodes of
-        # one model) are scored once per pod.
-        alike: dict[tuple[int, int | None], tuple[SortKey, int]] = {}
-        # The hot loop of a full scan (every node): names bound once, the outcome memo read inline.
+        feasible, scores, indices, passing = kept.feasible, kept.scores, kept.indices, kept.passing
+        # Which nodes can take the pod, and their outcomes: independent of the epoch, so only changed nodes are
+        # looked at again. The hot loop of a full scan: names bound once, the outcome memo read inline.
         static_ids, outcomes, usage_id = self._static_ids, self._outcomes, state.node_usage_id
-        load, cpu_free, node_score = state.load, state.cpu_free, policy.node_score
-        fresh = not scores
+        load, cpu_free = state.load, state.cpu_free
         for name in changed:
             if not fresh:
-                scores.pop(name, None)
-                picks.pop(name, None)
+                feasible.pop(name, None)
             node = nodes.get(name)
             if node is None or name not in passing or not resources_fit(node, load(name), pod):
                 continue
@@ -219,21 +216,37 @@ class _Allocation:
             outcome = None if static_id is None else outcomes.get((static_id, usage_id(node)))
             if outcome is None:
                 outcome = self._outcome(node)
-            if outcome.reason is not None:
-                continue
-            same = (id(outcome), cpu_free(node))
+            if outcome.reason is None:
+                feasible[name] = (outcome, cpu_free(node))
+        # Scores: every feasible node's in a new epoch, else only the changed nodes'.
+        if kept.epoch is not epoch:
+            kept.epoch = epoch
+            scores.clear()
+            indices.clear()
+            rescore: Iterable[str] = feasible
+        else:
+            if not fresh:
+                for name in changed:
+                    scores.pop(name, None)
+                    indices.pop(name, None)
+            rescore = [name for name in changed if name in feasible]
+        # node_score depends on the node only through its outcome and free CPU: nodes alike (e.g. idle nodes of
+        # one model) are scored once per pod.
+        alike: dict[tuple[int, int | None], tuple[SortKey, int]] = {}
+        node_score = policy.node_score
+        for name in rescore:
+            outcome, cpu = feasible[name]
+            same = (id(outcome), cpu)
             result = alike.get(same)
             if result is None:
-                result = alike[same] = node_score(node, outcome)
-            scores[name], index = result
-            picks[name] = (index, outcome)
+                result = alike[same] = node_score(nodes[name], outcome)
+            scores[name], indices[name] = result
         if not scores:
             return None
         top = max(scores.values())
         tied = [name for name, score in scores.items() if score == top]
         name = tied[0] if len(tied) == 1 else min(tied, key=state.order_keys(node_policy).__getitem__)
-        index, outcome = picks[name]
-        return nodes[name], outcome.solutions[index]
+        return nodes[name], feasible[name][0].solutions[indices[name]]
 
     def _check_claims(self) -> str | None:
         """Pod-wide problems: unknown classes and selectors that do not compile."""

@@ -47,13 +47,14 @@ class Outcome:
 
 @dataclass(slots=True)
 class NodeScores:
-    """Every feasible node's score for one kind of pod (``GpuPolicy.score_epoch``), as of ``mark``."""
+    """Every feasible node's outcome and score for one kind of pod (``GpuPolicy.score_epoch``), as of ``mark``."""
 
-    epoch: object  # the policy's score epoch these scores were computed in (compared with ``is``)
-    mark: int  # ``ClusterState.change_mark()`` when the scores were last brought up to date
+    epoch: object  # the policy's score epoch ``scores`` were computed in (compared with ``is``)
+    mark: int  # ``ClusterState.change_mark()`` when feasibility and scores were last brought up to date
     passing: frozenset[str]  # nodes that pass the pod's static filter
+    feasible: dict[str, tuple[Outcome, int | None]]  # node that can take the pod -> (its outcome, its free CPU)
     scores: dict[str, SortKey]  # feasible node -> its score
-    picks: dict[str, tuple[int, Outcome]]  # feasible node -> (index of its best set, its outcome)
+    indices: dict[str, int]  # feasible node -> index of its best set in the outcome
 
 
 class SearchCache:
