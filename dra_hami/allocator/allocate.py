@@ -189,7 +189,7 @@ class _Allocation:
             pod.memory,
         )
         kept = self.cache.node_scores(key)
-        changed = None if kept is None else state.changed_since(kept.mark)
+        changed: Iterable[str] | None = None if kept is None else state.changed_since(kept.mark)
         mark = state.change_mark()
         nodes = state.nodes
         if kept is None or changed is None:

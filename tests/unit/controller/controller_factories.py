@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,9 +126,9 @@ def pod(
 
 
 def view(
-    nodes: list[str] = ("n1",),
-    pods: list[dict[str, Any]] = (),
-    claims: list[dict[str, Any]] = (),
+    nodes: Sequence[str] = ("n1",),
+    pods: Sequence[dict[str, Any]] = (),
+    claims: Sequence[dict[str, Any]] = (),
     profile: str = "a100x4",
 ) -> View:
     v = View()
