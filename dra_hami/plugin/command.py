@@ -9,7 +9,9 @@ import click
 from dra_hami import wire
 from dra_hami.cli_options import (
     PLUGIN_DIR_DEFAULT_HELP,
+    PORT_ZERO_HELP,
     Quantity,
+    check_bind_address,
     driver_name_option,
     fake_profile_option,
     kubeconfig_option,
@@ -164,6 +166,14 @@ from dra_hami.cli_options import (
     envvar="DRA_HAMI_FAKE_HEALTH_FILE",
     help="Fake GPUs only: YAML file of injected faults ({hami-gpu-0: {xid: 79}}), re-read while running. "
     "[default: <plugin-dir>/fake-health.yaml]",
+)
+@click.option(
+    "--health-bind-address",
+    default="",
+    envvar="DRA_HAMI_HEALTH_BIND_ADDRESS",
+    callback=lambda ctx, param, value: value and check_bind_address(ctx, param, value),
+    help="HOST:PORT of the probe endpoints: /livez (the process serves) and /readyz (registered with the kubelet "
+    f"and this node's ResourceSlices published); {PORT_ZERO_HELP}. [default: none, no probe server]",
 )
 @logging_options
 def kubelet_plugin(**kwargs) -> None:

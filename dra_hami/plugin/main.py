@@ -7,6 +7,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dra_hami import cdi_store
 from dra_hami.api.publisher_config import PublisherConfig
@@ -20,6 +21,8 @@ from dra_hami.plugin.cdi_spec import CdiSettings, Injection
 from dra_hami.plugin.checkpoint import Checkpoint, read_boot_id
 from dra_hami.plugin.claim_dirs import DEFAULT_SIZE, ClaimDirs, Storage
 from dra_hami.plugin.inventory import Inventory
+from dra_hami.plugin.probes import Readiness
+from dra_hami.plugin.probes import serve as serve_probes
 from dra_hami.plugin.server import PluginServer
 from dra_hami.plugin.state import PluginState
 from dra_hami.publisher.publisher import SlicePublisher
@@ -54,6 +57,7 @@ class PluginOptions:
     health_recovery_seconds: float = 60.0
     claim_dir_storage: Storage = "tmpfs"
     claim_dir_size: int = DEFAULT_SIZE
+    health_bind_address: str = ""  # HOST:PORT of /livez and /readyz; empty: no probe server
 
     @property
     def dra_socket(self) -> Path:
@@ -66,6 +70,7 @@ class PluginOptions:
 
 def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
+    readiness = Readiness()
     api = RawKubeApi.from_config(options.kubeconfig)
     discovery = load_discovery(options.fake_profile)
     publisher_config = PublisherConfig(
@@ -91,12 +96,17 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
         options.plugin_dir / "inventory.json",
         fallback=lambda: build_pool(publish_from.discover(), publisher_config, generation=0),
     )
+
+    def published(pool: list[dict[str, Any]]) -> None:
+        inventory.published(pool)
+        readiness.published()
+
     publisher = SlicePublisher(
         api,
         publish_from,
         publisher_config,
         taints=health.taints if health else None,
-        on_published=inventory.published,
+        on_published=published,
     )
     if health is not None:
         health.tracker.on_change(publisher.poke)  # taints follow health changes at once
@@ -127,6 +137,8 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
         options.registration_socket,
         health=HealthService(health.tracker, options.node_name) if health is not None else None,
     )
+    readiness.watch(server.status)
+    probes = serve_probes(readiness, options.health_bind_address) if options.health_bind_address else None
     server.start()
 
     def on_signal(signum, _frame):
@@ -149,6 +161,8 @@ def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
     if health is not None:
         health.tracker.close()  # ends the kubelet's health stream now instead of at its next heartbeat
     server.stop()
+    if probes is not None:
+        probes.shutdown()
     state.close()
 
 
