@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dra_hami.simulate import POLICIES, Simulation, load_nodes, load_pods, parse_seeds, run
 from dra_hami.simulate.report import PolicySummary, to_json
+from dra_hami.simulate.variants import constrain_models
 
 # <root>/alibaba-openb/: the CSVs of alibaba/clusterdata cluster-trace-gpu-v2023/csv;
 # <root>/fgd-atc23-results/: analysis_allo_discrete.csv of the FGD artifact (experiments/analysis/expected_results).
@@ -110,6 +111,17 @@ def markdown(results: dict[str, list[PolicySummary]], paper: dict[tuple[str, str
     return "\n".join(lines)
 
 
+def variant_pods(traces: Path, variant: str, nodes: list) -> list:
+    """The variant's pods: its CSV, or for ``gpuspecNN`` without a CSV (the artifact's are not public) the default
+    trace with NN% of its GPU pods restricted to one GPU model (``dra_hami.simulate.variants``)."""
+    pods_file = traces / f"openb_pod_list_{variant}.csv"
+    share = variant.removeprefix("gpuspec")
+    if not pods_file.exists() and variant.startswith("gpuspec") and share.isdigit():
+        print(f"{variant}: built from default, {share}% of GPU pods constrained to one model", file=sys.stderr)
+        return constrain_models(load_pods(traces / "openb_pod_list_default.csv"), nodes, int(share) / 100)
+    return load_pods(pods_file)
+
+
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -163,7 +175,9 @@ def as_json(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="default trace only, seeds 42..44")
-    parser.add_argument("--variants", help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", help=f"comma list of {', '.join(VARIANTS)}, or gpuspecNN (built from default if absent)"
+    )
     parser.add_argument("--policies", default="all", help="comma list of policy names, or all")
     parser.add_argument("--seeds", help="seeds (default 42..51; 42..44 with --quick)")
     parser.add_argument("--workers", type=int, default=2)
@@ -186,9 +200,8 @@ def main() -> int:
     results: dict[str, list[PolicySummary]] = {}
     started = time.perf_counter()
     for variant in variants:
-        pods_file = args.traces / f"openb_pod_list_{variant}.csv"
         t0 = time.perf_counter()
-        simulation = Simulation(nodes, load_pods(pods_file))
+        simulation = Simulation(nodes, variant_pods(args.traces, variant, nodes))
 
         def progress(name, result, variant=variant):
             print(
