@@ -115,6 +115,18 @@ def limits_file(spec: dict[str, Any]) -> str:
     return header + "".join(f"{entry}\n" for entry in dict.fromkeys(entries))
 
 
+def recorded_host_paths(spec: dict[str, Any], claim_uid: str) -> tuple[Path | None, Path | None]:
+    """(claim dir, limits file) on the host as the claim's spec mounts them: where the claim was prepared,
+    which is not the current --vgpu-dir when that moved since (the clean-up must find the old place)."""
+    wanted = {str(CONTAINER_CLAIMS_DIR / claim_uid): 0, f"{wire.CONTAINER_LIMITS_DIR}/{claim_uid}": 1}
+    found: list[Path | None] = [None, None]
+    for mount in (spec.get("containerEdits") or {}).get("mounts") or []:
+        index = wanted.get(mount.get("containerPath", ""))
+        if index is not None and mount.get("hostPath"):
+            found[index] = Path(mount["hostPath"])
+    return found[0], found[1]
+
+
 def claim_identity(spec: dict[str, Any]) -> tuple[str, str]:
     """(namespace, name) of the claim a spec was written for, or ('', '') if it does not say."""
     for entry in (spec.get("containerEdits") or {}).get("env") or []:

@@ -23,7 +23,14 @@ from dra_hami import wire
 from dra_hami.kube import objects as k8s
 from dra_hami.kube.client import ApiError
 from dra_hami.plugin.capacity import admit
-from dra_hami.plugin.cdi_spec import CdiSettings, PreparedDevice, build_spec, claim_identity, limits_file
+from dra_hami.plugin.cdi_spec import (
+    CdiSettings,
+    PreparedDevice,
+    build_spec,
+    claim_identity,
+    limits_file,
+    recorded_host_paths,
+)
 from dra_hami.plugin.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -213,8 +220,8 @@ class PluginState:
                 intact = (
                     record.boot_id == self._boot_id
                     and self._specs.holds(record.uid, record.spec or {})
-                    and self._dirs.intact(record.uid)
-                    and self._limits.exists(record.uid)
+                    and self._dirs_of(record).intact(record.uid)
+                    and self._limits_of(record).exists(record.uid)
                 )
                 if intact:
                     continue
@@ -337,8 +344,12 @@ class PluginState:
             return errors
 
     def _undo(self, claim_uid: str) -> None:
-        self._dirs.remove(claim_uid)
+        record = self._records.get(claim_uid)
+        self._dirs_of(record).remove(claim_uid)
+        if record is not None and self._dirs_of(record) is not self._dirs:
+            self._dirs.remove(claim_uid)  # a copy an earlier plugin version rebuilt under the new --vgpu-dir
         self._specs.remove(claim_uid)  # on failure the record stays, so a retry or the sweep finishes
+        self._limits_of(record).remove(claim_uid)
         self._limits.remove(claim_uid)
         with self._lock:
             known = self._records.pop(claim_uid, None) is not None
@@ -413,17 +424,32 @@ class PluginState:
         return self._claim_locks.hold(uids)
 
     def _ensure_claim_dir(self, record: ClaimRecord) -> None:
-        if not self._dirs.intact(record.uid):
+        if not self._dirs_of(record).intact(record.uid):
             self._reset_claim_dir(record)
-        elif not self._limits.exists(record.uid):
+        elif not self._limits_of(record).exists(record.uid):
             self._write_limits(record)  # lost, or a claim prepared by a plugin version that did not write it
 
     def _reset_claim_dir(self, record: ClaimRecord) -> None:
-        self._dirs.create(record.uid)
+        self._dirs_of(record).create(record.uid)
         self._write_limits(record)
 
     def _write_limits(self, record: ClaimRecord) -> None:
-        self._limits.write(record.uid, limits_file(record.spec or {}))
+        self._limits_of(record).write(record.uid, limits_file(record.spec or {}))
+
+    # A prepared claim lives where its spec (in the checkpoint) mounts it from, not under the current
+    # --vgpu-dir: after hostPaths.vgpuDir moved, its containers still use the old place, and only that place
+    # may be rebuilt and must be cleaned up.
+    def _dirs_of(self, record: ClaimRecord | None) -> ClaimDirs:
+        claim_dir = recorded_host_paths(record.spec, record.uid)[0] if record and record.spec else None
+        if claim_dir is None or claim_dir.parent == self._dirs.root:
+            return self._dirs
+        return ClaimDirs(claim_dir.parent, self._dirs.storage, self._dirs.size)
+
+    def _limits_of(self, record: ClaimRecord | None) -> LimitsFiles:
+        limits = recorded_host_paths(record.spec, record.uid)[1] if record and record.spec else None
+        if limits is None or limits.parent == self._limits.root:
+            return self._limits
+        return LimitsFiles(limits.parent)
 
     def _persist(self) -> None:
         """Make every change made so far durable; concurrent callers share one write (group commit)."""
