@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster import REPO_ROOT, Cluster, wait_for
+from cluster import REPO_ROOT, ApiError, Cluster, wait_for
 from e2e_objects import busybox_pod
 from examples_support import example_objects
 from shipped_image import BuiltImage
@@ -147,7 +147,7 @@ def test_daemonset_installs_libvgpu_registers_and_publishes(cluster: Cluster, in
     assert len(devices) == 2, devices
 
 
-def test_webhook_pods_serve_admission_through_their_service(cluster: Cluster, installed: dict) -> None:
+def test_webhook_pods_serve_admission_through_their_service(cluster: Cluster, namespace: str, installed: dict) -> None:
     # Both replicas ready (their readiness probes reach them on the pod network); claims and claim templates
     # are admitted only through them (failurePolicy Fail), so the example below also shows the API server
     # reaching them through the Service with the chart's certificate.
@@ -158,6 +158,18 @@ def test_webhook_pods_serve_admission_through_their_service(cluster: Cluster, in
         "both webhook replicas to be available",
         details=lambda: json.dumps(cluster.kube.get(path).get("status"), indent=1) + "\n" + cluster.diagnostics(15),
     )
+    args = cluster.kube.get(path)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--no-policy-mode" in args and "--config-validation" in args and "--quota" in args, args
+    # and they judge, not only pass: the default install refuses an invalid VGpuConfig at creation (issue 14)
+    config = {"apiVersion": "gpu.hami.io/v1alpha1", "kind": "VGpuConfig", "coreLimitPolicy": "sometimes"}
+    claim = {
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "bad-config"},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": DRIVER}}],
+                             "config": [{"requests": ["gpu"], "opaque": {"driver": DRIVER, "parameters": config}}]}},
+    }  # fmt: skip
+    with pytest.raises(ApiError) as refused:
+        cluster.kube.create(claim, namespace)
+    assert refused.value.status == 400 and "coreLimitPolicy: got 'sometimes'" in str(refused.value), refused.value
 
 
 def test_example_pod_runs_with_its_memory_cap(cluster: Cluster, namespace: str, installed: dict) -> None:
