@@ -15,14 +15,15 @@ from .trace import TraceNode, TracePod
 
 
 def constrain_models(
-    pods: Sequence[TracePod], nodes: Sequence[TraceNode], share: float, seed: int = 0
+    pods: Sequence[TracePod], nodes: Sequence[TraceNode], share: float, seed: int = 0, by_capacity: bool = True
 ) -> list[TracePod]:
     """``share`` (0..1) of the GPU pods, drawn with ``random.Random(seed)``, accept one GPU model only.
 
-    The model is drawn among those with a node that could host the pod on its own (enough GPUs and CPU), with
-    probability proportional to the cluster's GPUs of that model, so constrained demand follows capacity and
-    no pod is made unplaceable by its constraint. Pods that already carry a ``gpu_spec``, CPU-only pods and
-    the other GPU pods are unchanged; the order of the pods is kept.
+    The model is drawn among those with a node that could host the pod on its own (enough GPUs and CPU), so no
+    pod is made unplaceable by its constraint. ``by_capacity``: with probability proportional to the cluster's
+    GPUs of that model (constrained demand follows capacity); otherwise every such model is equally likely,
+    which piles demand onto the scarce models (a much harder workload). Pods that already carry a ``gpu_spec``,
+    CPU-only pods and the other GPU pods are unchanged; the order of the pods is kept.
     """
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share {share!r}: must be between 0 and 1")
@@ -39,6 +40,6 @@ def constrain_models(
         hosts = sorted({n.model for n in nodes if n.gpus >= pod.num_gpu and n.cpu_milli >= pod.cpu_milli and n.model})
         if not hosts:
             continue  # fits no node anyway: a constraint would change nothing
-        model = rng.choices(hosts, weights=[gpus_of[m] for m in hosts])[0]
+        model = rng.choices(hosts, weights=[gpus_of[m] if by_capacity else 1 for m in hosts])[0]
         out[i] = dataclasses.replace(pod, gpu_spec=(model,))
     return out

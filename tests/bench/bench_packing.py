@@ -105,21 +105,31 @@ def markdown(results: dict[str, list[PolicySummary]], paper: dict[tuple[str, str
     for variant in results:
         cells = []
         for policy in PUBLISHED:
-            a, b = paper.get((variant, policy, 100)), paper.get((variant, policy, 130))
+            name = published_name(variant)
+            a, b = paper.get((name, policy, 100)), paper.get((name, policy, 130))
             cells.append(f"{a:.2f} / {b:.2f}" if a is not None and b is not None else "n/a")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def variant_pods(traces: Path, variant: str, nodes: list) -> list:
-    """The variant's pods: its CSV, or for ``gpuspecNN`` without a CSV (the artifact's are not public) the default
-    trace with NN% of its GPU pods restricted to one GPU model (``dra_hami.simulate.variants``)."""
+    """The variant's pods: its CSV, or for ``gpuspecNN`` / ``gpuspecNNu`` without a CSV (the artifact's are not
+    public) the default trace with NN% of its GPU pods restricted to one GPU model, drawn in proportion to the
+    cluster's GPUs of each model, or (``u``) uniformly over the models (``dra_hami.simulate.variants``)."""
     pods_file = traces / f"openb_pod_list_{variant}.csv"
-    share = variant.removeprefix("gpuspec")
+    share = variant.removeprefix("gpuspec").removesuffix("u")
     if not pods_file.exists() and variant.startswith("gpuspec") and share.isdigit():
-        print(f"{variant}: built from default, {share}% of GPU pods constrained to one model", file=sys.stderr)
-        return constrain_models(load_pods(traces / "openb_pod_list_default.csv"), nodes, int(share) / 100)
+        uniform = variant.endswith("u")
+        how = "uniformly over the models" if uniform else "in proportion to each model's GPUs"
+        print(f"{variant}: built from default, {share}% of GPU pods constrained to one model {how}", file=sys.stderr)
+        default = load_pods(traces / "openb_pod_list_default.csv")
+        return constrain_models(default, nodes, int(share) / 100, by_capacity=not uniform)
     return load_pods(pods_file)
+
+
+def published_name(variant: str) -> str:
+    """The artifact's workload a variant is compared with (our gpuspecNNu with its gpuspecNN)."""
+    return variant.removesuffix("u") if variant.startswith("gpuspec") else variant
 
 
 def _load() -> str:
@@ -162,7 +172,11 @@ def as_json(
     for variant, summaries in results.items():
         entry = to_json(summaries)
         entry["published"] = {
-            policy: {str(at): paper[(variant, policy, at)] for at in (100, 130) if (variant, policy, at) in paper}
+            policy: {
+                str(at): paper[(published_name(variant), policy, at)]
+                for at in (100, 130)
+                if (published_name(variant), policy, at) in paper
+            }
             for policy in PUBLISHED
         }
         variants[variant] = entry

@@ -44,3 +44,10 @@ def test_the_share_counts_the_unconstrained_gpu_pods():
 def test_share_outside_0_to_1_is_refused():
     with pytest.raises(ValueError, match=r"share 1\.5"):
         constrain_models(pods(), NODES, 1.5)
+
+
+def test_uniform_draw_still_picks_only_models_that_can_host_the_pod():
+    for seed in range(5):
+        out = {p.name: p for p in constrain_models(pods(), NODES, 1.0, seed=seed, by_capacity=False)}
+        assert out["eight"].gpu_spec == ("G2",)
+        assert out["half"].gpu_spec in {("G2",), ("T4",)}
