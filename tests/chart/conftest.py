@@ -35,3 +35,41 @@ def find_helm() -> str:
 @pytest.fixture(scope="session")
 def helm() -> str:
     return find_helm()
+
+
+def build_psa() -> Path:
+    """tests/chart/psa built with go (the Kubernetes pod-security-admission library: the checks the API server's
+    PodSecurity admission runs), cached by the harness's sources. Skips without go (fails under
+    DRA_HAMI_REQUIRE_HELM=1, where the chart checks must run)."""
+    import hashlib
+    import shutil
+
+    src = REPO_ROOT / "tests" / "chart" / "psa"
+    digest = hashlib.sha256(b"".join((src / n).read_bytes() for n in ("go.mod", "go.sum", "main.go"))).hexdigest()
+    cache = Path(os.environ.get("DRA_HAMI_CACHE") or Path.home() / ".cache" / "dra-hami")
+    binary = cache / "psa" / digest[:12] / "psa"
+    if binary.is_file():
+        return binary
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file() else None)
+    why = ""
+    if go is None:
+        why = "no go toolchain for tests/chart/psa (install Go 1.26)"
+    else:
+        # The e2e build's module and build caches hold every module this needs: no download when they exist.
+        go_cache = cache / "e2e" / "go"
+        env = {**os.environ, "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local",
+               "GOMODCACHE": str(go_cache / "mod"), "GOCACHE": str(go_cache / "build")}  # fmt: skip
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([go, "build", "-o", str(binary), "."], cwd=src, env=env, capture_output=True,
+                              text=True, timeout=900, check=False)  # fmt: skip
+        if done.returncode == 0:
+            return binary
+        why = f"building tests/chart/psa failed:\n{done.stderr[-4000:]}"
+    if os.environ.get("DRA_HAMI_REQUIRE_HELM") == "1":
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def psa() -> Path:
+    return build_psa()
