@@ -96,8 +96,10 @@ def installed(cluster: Cluster, helm: str, shipped_image: BuiltImage, tmp_path_f
     started = time.monotonic()
     run_helm(helm, "install", RELEASE, str(REPO_ROOT / "charts" / "dra-hami"), "--namespace", NAMESPACE,
              "--create-namespace", "--kubeconfig", kubeconfig, "--values", str(path))  # fmt: skip
-    yield {"vgpu": vgpu, "started": started, "image": shipped_image}
-    run_helm(helm, "uninstall", RELEASE, "--namespace", NAMESPACE, "--kubeconfig", kubeconfig, "--wait")
+    state = {"vgpu": vgpu, "started": started, "image": shipped_image, "helm": helm, "uninstalled": False}
+    yield state
+    if not state["uninstalled"]:
+        run_helm(helm, "uninstall", RELEASE, "--namespace", NAMESPACE, "--kubeconfig", kubeconfig, "--wait")
     cluster.kube.patch(node, {"metadata": {"labels": {NODE_LABEL: None}}})
     wait_for(lambda: not plugin_pods(cluster), 120, "the plugin pod to be gone after helm uninstall")
     for item in slices(cluster):
@@ -219,3 +221,21 @@ def test_example_pod_runs_with_its_memory_cap(cluster: Cluster, namespace: str, 
     # Unprepared by the chart's plugin once the pod is gone: nothing of the claim stays on the host.
     claim_dir = installed["vgpu"] / "claims" / uid
     wait_for(lambda: not claim_dir.exists(), 90, f"{claim_dir} to be removed after the pod")
+
+
+def test_uninstall_leaves_no_slice_spec_or_claim_dir(cluster: Cluster, installed: dict) -> None:
+    """What an operator sees after `helm uninstall` once the GPU pods are gone (the example pod was deleted above):
+    no ResourceSlice of the driver, no CDI spec of it, no claim directory. libvgpu.so stays on the host (nothing
+    of the chart removes host files; running containers may still map it)."""
+    run_helm(installed["helm"], "uninstall", RELEASE, "--namespace", NAMESPACE, "--kubeconfig",
+             str(cluster.admin_kubeconfig), "--wait")  # fmt: skip
+    installed["uninstalled"] = True
+    wait_for(lambda: not plugin_pods(cluster), 120, "the plugin pod to be gone after helm uninstall")
+    # The kubelet drops a driver's slices once its plugin has been gone for a grace period.
+    wait_for(lambda: not slices(cluster), 120, f"the ResourceSlices of {DRIVER} to be removed",
+             details=lambda: json.dumps([s["metadata"]["name"] for s in slices(cluster)]))  # fmt: skip
+    assert not list(cluster.cdi_dir.glob(f"k8s.{DRIVER}*")), list(cluster.cdi_dir.iterdir())
+    claims = installed["vgpu"] / "claims"
+    assert not claims.exists() or not any(claims.iterdir()), list(claims.iterdir())
+    assert (installed["vgpu"] / "libvgpu.so").is_file()
+    assert cluster.kube.get_or_none(f"{RESOURCE_API}/deviceclasses/{DRIVER}") is None
