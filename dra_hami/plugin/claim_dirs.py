@@ -43,6 +43,14 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 MNT_DETACH, UMOUNT_NOFOLLOW = 0x2, 0x8
 
 
+def entries(root: Path) -> list[str]:
+    """The names in ``root``, sorted; none when it does not exist yet (nothing was prepared since boot)."""
+    try:
+        return sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+
+
 class ClaimDirError(OSError):
     """A claim directory could not be made or removed; the message names the path, the cause and the fix."""
 
@@ -64,10 +72,7 @@ class ClaimDirs:
 
     def names(self) -> list[str]:
         """Every entry of the claims root: claim UIDs and leftovers moved aside by an earlier removal."""
-        try:
-            return sorted(os.listdir(self.root))
-        except FileNotFoundError:
-            return []
+        return entries(self.root)
 
     def ensure_root(self) -> None:
         """The claims root exists, is 0700 and (when the plugin is root) root-owned."""

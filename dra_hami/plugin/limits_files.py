@@ -9,10 +9,10 @@ file is present libvgpu takes its limits from it alone; variables a process sets
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from cdi import atomic_write
+from dra_hami.plugin.claim_dirs import entries
 
 
 class LimitsFiles:
@@ -26,10 +26,7 @@ class LimitsFiles:
 
     def names(self) -> list[str]:
         """The claim UIDs that have a file (temp files of an interrupted write included: they start with '.')."""
-        try:
-            return sorted(os.listdir(self.root))
-        except FileNotFoundError:
-            return []
+        return entries(self.root)
 
     def exists(self, claim_uid: str) -> bool:
         return self.path(claim_uid).is_file()
