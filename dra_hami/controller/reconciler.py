@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dra_hami.kube import objects as k8s
@@ -220,14 +220,7 @@ class Reconciler:
             self._undo(pod_key, originals, tuple(k for k in originals if k not in written))
             self._allocation_failed(pod_key, allocation_error, written)
             return
-        log.info(
-            "pod %s: allocated %s on node %s (%s/%s)",
-            pod_key,
-            ", ".join(written),
-            decision.node_name,
-            decision.placement.policy.node,
-            decision.placement.policy.gpu,
-        )
+        _log_allocated(pod_key, written, decision)
         assert ungated is not None
         if isinstance(ungated, BaseException):
             result = self._ungate_failed(pod_key, pod, ungated, "allocated")
@@ -317,14 +310,7 @@ class Reconciler:
         for placed in decision.placement.claims:
             for kind in placed.task_kinds:
                 self.view.demand.observe(kind)
-        log.info(
-            "pod %s: allocated %s on node %s (%s/%s)",
-            pod_key,
-            ", ".join(written),
-            decision.node_name,
-            decision.placement.policy.node,
-            decision.placement.policy.gpu,
-        )
+        _log_allocated(pod_key, written, decision)
         return True
 
     def _ungate(self, pod_key: str, node_name: str | None, result: str) -> str:
@@ -471,6 +457,19 @@ class Reconciler:
         if not self._orphans_seen:
             return None
         return max(0.0, min(self._orphans_seen.values()) + self.orphan_grace - self.clock())
+
+
+def _log_allocated(pod_key: str, written: Sequence[str], decision: Allocate) -> None:
+    """One line per placement, whether its writes were awaited or came back from the pipeline."""
+    policy = decision.placement.policy
+    log.info(
+        "pod %s: allocated %s on node %s (%s/%s)",
+        pod_key,
+        ", ".join(written),
+        decision.node_name,
+        policy.node,
+        policy.gpu,
+    )
 
 
 def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
