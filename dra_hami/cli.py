@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dra_hami.cli_options import driver_name_option
+from dra_hami.cli_options import driver_name_option, kubeconfig_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -295,6 +295,32 @@ def install_libvgpu(dest_dir: Path, source: Path | None) -> None:
     except (InstallError, OSError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"{dest_dir / 'libvgpu.so'}: {'installed' if changed else 'already up to date'}")
+
+
+@main.command("uninstall-check")
+@driver_name_option("DRA driver name whose claims are checked.")
+@kubeconfig_option()
+@click.option(
+    "--action",
+    type=click.Choice(["refuse", "warn"]),
+    default="refuse",
+    show_default=True,
+    help="While a claim of the driver is reserved: exit 1 (refuse; a Helm pre-delete hook then stops the "
+    "uninstall) or only print the claims (warn).",
+)
+def uninstall_check(driver_name: str, kubeconfig: str | None, action: str) -> None:
+    """List ResourceClaims of the driver still reserved by pods; fail while there are any (--action refuse)."""
+    from dra_hami.kube.client import ApiError, KubeConfigError, RawKubeApi
+    from dra_hami.uninstall_check import RESOURCE_CLAIMS, report, reserved_claims
+
+    try:
+        claims, _ = RawKubeApi.from_config(kubeconfig).list_objects(RESOURCE_CLAIMS)
+    except (ApiError, KubeConfigError) as err:
+        raise click.ClickException(f"listing ResourceClaims: {err}") from err
+    found = reserved_claims(claims, driver_name)
+    click.echo(report(found, driver_name, refuse=action == "refuse"), err=bool(found))
+    if found and action == "refuse":
+        raise SystemExit(1)
 
 
 # The long-running components' commands live with their packages.
