@@ -84,7 +84,8 @@ bool vgpu_parse_size(const char *s, uint64_t *out)
     return true;
 }
 
-bool vgpu_parse_uint(const char *s, uint64_t *out)
+/* Blanks, decimal digits, an optional '%' when allowed, blanks, and nothing else. */
+static bool parse_whole(const char *s, bool percent_sign, uint64_t *out)
 {
     if (s == NULL)
         return false;
@@ -93,6 +94,8 @@ bool vgpu_parse_uint(const char *s, uint64_t *out)
     p = parse_digits(p, &v);
     if (p == NULL)
         return false;
+    if (percent_sign && *p == '%')
+        p++;
     p = skip_blanks(p);
     if (*p != '\0')
         return false;
@@ -100,19 +103,15 @@ bool vgpu_parse_uint(const char *s, uint64_t *out)
     return true;
 }
 
+bool vgpu_parse_uint(const char *s, uint64_t *out)
+{
+    return parse_whole(s, false, out);
+}
+
 bool vgpu_parse_percent(const char *s, unsigned *out)
 {
-    if (s == NULL)
-        return false;
-    const char *p = skip_blanks(s);
     uint64_t v;
-    p = parse_digits(p, &v);
-    if (p == NULL)
-        return false;
-    if (*p == '%')
-        p++;
-    p = skip_blanks(p);
-    if (*p != '\0' || v > 100)
+    if (!parse_whole(s, true, &v) || v > 100)
         return false;
     *out = (unsigned)v;
     return true;
