@@ -28,6 +28,30 @@ static inline bool mul_ok(uint64_t a, uint64_t b, uint64_t *out)
     return !__builtin_mul_overflow(a, b, out);
 }
 
+/* ---- bookkeeping around the driver's call -------------------------------------------------- */
+
+/* After an allocation: keeps the reservation when the driver allocated (the caller then tracks it),
+ * gives it back when the driver failed. */
+static bool kept(CUresult rc, int didx, uint64_t bytes)
+{
+    if (rc == CUDA_SUCCESS)
+        return true;
+    vgpu_mem_unreserve(didx, bytes);
+    return false;
+}
+
+/* After the driver's free of a record untracked just before it: a successful free returns the
+ * record's bytes, a failed one puts the record back as it was. */
+static void settle_free(bool tracked, uint64_t key, const struct vgpu_alloc_rec *rec, CUresult rc)
+{
+    if (!tracked)
+        return;
+    if (rc == CUDA_SUCCESS)
+        vgpu_mem_unreserve(rec->didx, rec->size);
+    else
+        vgpu_mem_retrack(key, rec);
+}
+
 /* ---- plain device allocations ------------------------------------------------------------ */
 
 /* Charges SIZE to the device the allocation goes to: that of stream S when USE_STREAM, else
@@ -64,11 +88,8 @@ CUresult vgpu_cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuMemAlloc_v2(dptr, bytesize);
-    if (rc != CUDA_SUCCESS) {
-        vgpu_mem_unreserve(didx, bytesize);
-        return rc;
-    }
-    vgpu_mem_track(*dptr, VGPU_KIND_MEM, didx, bytesize);
+    if (kept(rc, didx, bytesize))
+        vgpu_mem_track(*dptr, VGPU_KIND_MEM, didx, bytesize);
     return rc;
 }
 VGPU_EXPORT(cuMemAlloc_v2)
@@ -88,11 +109,8 @@ CUresult vgpu_cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuMemAllocManaged(dptr, bytesize, flags);
-    if (rc != CUDA_SUCCESS) {
-        vgpu_mem_unreserve(didx, bytesize);
-        return rc;
-    }
-    vgpu_mem_track(*dptr, VGPU_KIND_MEM, didx, bytesize);
+    if (kept(rc, didx, bytesize))
+        vgpu_mem_track(*dptr, VGPU_KIND_MEM, didx, bytesize);
     return rc;
 }
 VGPU_EXPORT(cuMemAllocManaged)
@@ -146,12 +164,7 @@ CUresult vgpu_cuMemFree_v2(CUdeviceptr dptr)
     struct vgpu_alloc_rec rec;
     bool tracked = vgpu_mem_untrack(dptr, VGPU_KIND_MEM, &rec);
     CUresult rc = vgpu_cu.cuMemFree_v2(dptr); /* untracked pointers are forwarded too */
-    if (tracked) {
-        if (rc == CUDA_SUCCESS)
-            vgpu_mem_unreserve(rec.didx, rec.size);
-        else
-            vgpu_mem_retrack(dptr, &rec);
-    }
+    settle_free(tracked, dptr, &rec, rc);
     return rc;
 }
 VGPU_EXPORT(cuMemFree_v2)
@@ -180,11 +193,8 @@ static CUresult alloc_async(alloc_async_fn fa, alloc_pool_fn fp, CUdeviceptr *dp
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = CALL();
-    if (rc != CUDA_SUCCESS) {
-        vgpu_mem_unreserve(didx, size);
-        return rc;
-    }
-    vgpu_mem_track(*dptr, VGPU_KIND_MEM, didx, size);
+    if (kept(rc, didx, size))
+        vgpu_mem_track(*dptr, VGPU_KIND_MEM, didx, size);
     return rc;
 #undef CALL
 }
@@ -198,12 +208,7 @@ static CUresult free_async(free_async_fn f, CUdeviceptr dptr, CUstream s)
     struct vgpu_alloc_rec rec;
     bool tracked = vgpu_mem_untrack(dptr, VGPU_KIND_MEM, &rec);
     CUresult rc = f(dptr, s);
-    if (tracked) {
-        if (rc == CUDA_SUCCESS)
-            vgpu_mem_unreserve(rec.didx, rec.size);
-        else
-            vgpu_mem_retrack(dptr, &rec);
-    }
+    settle_free(tracked, dptr, &rec, rc);
     return rc;
 }
 
@@ -274,11 +279,8 @@ CUresult vgpu_cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuMemCreate(handle, size, prop, flags);
-    if (rc != CUDA_SUCCESS) {
-        vgpu_mem_unreserve(didx, size);
-        return rc;
-    }
-    vgpu_mem_track((uint64_t)*handle, VGPU_KIND_VMM, didx, size);
+    if (kept(rc, didx, size))
+        vgpu_mem_track((uint64_t)*handle, VGPU_KIND_VMM, didx, size);
     return rc;
 }
 VGPU_EXPORT(cuMemCreate)
@@ -291,12 +293,7 @@ CUresult vgpu_cuMemRelease(CUmemGenericAllocationHandle handle)
     struct vgpu_alloc_rec rec;
     bool tracked = vgpu_mem_untrack((uint64_t)handle, VGPU_KIND_VMM, &rec);
     CUresult rc = vgpu_cu.cuMemRelease(handle);
-    if (tracked) {
-        if (rc == CUDA_SUCCESS)
-            vgpu_mem_unreserve(rec.didx, rec.size);
-        else
-            vgpu_mem_retrack((uint64_t)handle, &rec);
-    }
+    settle_free(tracked, (uint64_t)handle, &rec, rc);
     return rc;
 }
 VGPU_EXPORT(cuMemRelease)
@@ -366,11 +363,8 @@ CUresult vgpu_cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *de
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuArrayCreate_v2(pHandle, desc);
-    if (rc != CUDA_SUCCESS) {
-        vgpu_mem_unreserve(didx, bytes);
-        return rc;
-    }
-    vgpu_mem_track((uint64_t)(uintptr_t)*pHandle, VGPU_KIND_ARRAY, didx, bytes);
+    if (kept(rc, didx, bytes))
+        vgpu_mem_track((uint64_t)(uintptr_t)*pHandle, VGPU_KIND_ARRAY, didx, bytes);
     return rc;
 }
 VGPU_EXPORT(cuArrayCreate_v2)
@@ -388,11 +382,8 @@ CUresult vgpu_cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuArray3DCreate_v2(pHandle, desc);
-    if (rc != CUDA_SUCCESS) {
-        vgpu_mem_unreserve(didx, bytes);
-        return rc;
-    }
-    vgpu_mem_track((uint64_t)(uintptr_t)*pHandle, VGPU_KIND_ARRAY, didx, bytes);
+    if (kept(rc, didx, bytes))
+        vgpu_mem_track((uint64_t)(uintptr_t)*pHandle, VGPU_KIND_ARRAY, didx, bytes);
     return rc;
 }
 VGPU_EXPORT(cuArray3DCreate_v2)
@@ -406,12 +397,7 @@ CUresult vgpu_cuArrayDestroy(CUarray hArray)
     uint64_t key = (uint64_t)(uintptr_t)hArray;
     bool tracked = vgpu_mem_untrack(key, VGPU_KIND_ARRAY, &rec);
     CUresult rc = vgpu_cu.cuArrayDestroy(hArray);
-    if (tracked) {
-        if (rc == CUDA_SUCCESS)
-            vgpu_mem_unreserve(rec.didx, rec.size);
-        else
-            vgpu_mem_retrack(key, &rec);
-    }
+    settle_free(tracked, key, &rec, rc);
     return rc;
 }
 VGPU_EXPORT(cuArrayDestroy)
@@ -438,11 +424,8 @@ CUresult vgpu_cuMipmappedArrayCreate(CUmipmappedArray *pHandle, const CUDA_ARRAY
     if (rc != CUDA_SUCCESS)
         return rc;
     rc = vgpu_cu.cuMipmappedArrayCreate(pHandle, desc, numMipmapLevels);
-    if (rc != CUDA_SUCCESS) {
-        vgpu_mem_unreserve(didx, bytes);
-        return rc;
-    }
-    vgpu_mem_track((uint64_t)(uintptr_t)*pHandle, VGPU_KIND_MIPMAP, didx, bytes);
+    if (kept(rc, didx, bytes))
+        vgpu_mem_track((uint64_t)(uintptr_t)*pHandle, VGPU_KIND_MIPMAP, didx, bytes);
     return rc;
 }
 VGPU_EXPORT(cuMipmappedArrayCreate)
@@ -456,12 +439,7 @@ CUresult vgpu_cuMipmappedArrayDestroy(CUmipmappedArray h)
     uint64_t key = (uint64_t)(uintptr_t)h;
     bool tracked = vgpu_mem_untrack(key, VGPU_KIND_MIPMAP, &rec);
     CUresult rc = vgpu_cu.cuMipmappedArrayDestroy(h);
-    if (tracked) {
-        if (rc == CUDA_SUCCESS)
-            vgpu_mem_unreserve(rec.didx, rec.size);
-        else
-            vgpu_mem_retrack(key, &rec);
-    }
+    settle_free(tracked, key, &rec, rc);
     return rc;
 }
 VGPU_EXPORT(cuMipmappedArrayDestroy)
