@@ -37,6 +37,23 @@ def init_nvml(nvml: ModuleType | Any | None = None, user: str = "") -> ModuleTyp
     return nvml
 
 
+def call_optional(nvml: ModuleType | Any, function: str, *args: Any, any_error: bool = False) -> Any:
+    """``nvml.<function>(*args)``, or None when pynvml lacks the function or the GPU/driver does not support it.
+
+    Other NVML errors are raised, unless ``any_error`` (a reading that is only a hint, never a failure).
+    """
+    fn = getattr(nvml, function, None)
+    if fn is None:
+        return None
+    try:
+        return fn(*args)
+    except nvml.NVMLError as err:
+        unsupported = (nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+        if any_error or getattr(err, "value", None) in unsupported:
+            return None
+        raise
+
+
 class NvmlDiscovery:
     """Initialises NVML once, at construction, so a node without a driver fails at start with a clear message."""
 
@@ -155,16 +172,7 @@ class NvmlDiscovery:
 
     def _optional(self, function: str, *args: Any) -> Any:
         """A field this GPU, driver or pynvml does not support is unknown (None), not an error."""
-        nvml = self._nvml
-        fn = getattr(nvml, function, None)
-        if fn is None:
-            return None
-        try:
-            return fn(*args)
-        except nvml.NVMLError as err:
-            if getattr(err, "value", None) in (nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_FUNCTION_NOT_FOUND):
-                return None
-            raise
+        return call_optional(self._nvml, function, *args)
 
     def _required(self, i: int, what: str, read: Callable[[], T]) -> T:
         try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from dra_hami.discovery.nvml import init_nvml
+from dra_hami.discovery.nvml import call_optional, init_nvml
 from dra_hami.health.tracker import REASON_LOST, REASON_XID, HealthTracker
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,8 @@ class NvmlHealthMonitor:
         return None
 
     def _optional(self, function: str, *args: Any) -> Any:
-        nvml = self._nvml
-        fn = getattr(nvml, function, None)
-        if fn is None:
-            return None
-        try:
-            return fn(*args)
-        except nvml.NVMLError:
-            return None  # not supported on this GPU: not a health signal
+        # any NVML error (not supported on this GPU, or not readable now) is not a health signal
+        return call_optional(self._nvml, function, *args, any_error=True)
 
     # -- loop -----------------------------------------------------------------------------------------
 
