@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 MAX_CACHED_SHAPES = 200_000  # outcomes per request signature and policy
 MAX_CACHED_SIGNATURES = 1000  # request signatures (e.g. many claims with their own selectors)
 MAX_CACHED_SCANS = 512  # kinds of pods whose per-node scores are kept (NodeScores)
+# Node entries over all kept NodeScores (each ~3 dict items): about 100 MB at most. The openb replay keeps
+# 151 kinds x 1,213 nodes; a large cluster with many pod sizes keeps fewer kinds rather than more memory.
+MAX_CACHED_NODE_ENTRIES = 300_000
 
 OutlinePick = tuple[int, int, int, Mapping[str, int] | None]  # slot, alternative, device position, amounts
 Outline = tuple[OutlinePick, ...]
@@ -64,6 +67,7 @@ class SearchCache:
         self._outcomes: dict[Signature, dict[tuple[int, int], Outcome]] = {}  # (signature, policy) -> shape -> outcome
         self._scorer: FragmentationScorer | None = None
         self._node_scores: dict[Signature, NodeScores] = {}
+        self._node_entries = 0  # nodes passing the filters, summed over _node_scores
 
     def share_static_shapes(self, other: SearchCache) -> None:
         """Use (and fill) ``other``'s static shape ids. Only for states over the very same devices, device
@@ -77,8 +81,14 @@ class SearchCache:
         return self._node_scores.get(key)
 
     def keep_node_scores(self, key: Signature, scores: NodeScores) -> None:
-        if key not in self._node_scores and len(self._node_scores) >= MAX_CACHED_SCANS:
-            self._node_scores.clear()  # bound memory: each holds one entry per node
+        entries = len(scores.passing)
+        if key not in self._node_scores and (
+            len(self._node_scores) >= MAX_CACHED_SCANS or self._node_entries + entries > MAX_CACHED_NODE_ENTRIES
+        ):
+            self._node_scores.clear()  # bound memory: each holds up to one entry per node
+            self._node_entries = 0
+        old = self._node_scores.get(key)
+        self._node_entries += entries - (len(old.passing) if old is not None else 0)
         self._node_scores[key] = scores
 
     def for_requests(
