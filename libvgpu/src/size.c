@@ -36,13 +36,22 @@ static const char *skip_blanks(const char *p)
     return p;
 }
 
+/* Leading blanks and the decimal digits after them; the position after the digits, or NULL. */
+static const char *leading_number(const char *s, uint64_t *out)
+{
+    return s == NULL ? NULL : parse_digits(skip_blanks(s), out);
+}
+
+/* Only blanks are left. */
+static bool at_end(const char *p)
+{
+    return *skip_blanks(p) == '\0';
+}
+
 bool vgpu_parse_size(const char *s, uint64_t *out)
 {
-    if (s == NULL)
-        return false;
-    const char *p = skip_blanks(s);
     uint64_t v;
-    p = parse_digits(p, &v);
+    const char *p = leading_number(s, &v);
     if (p == NULL)
         return false;
     unsigned shift = 0;
@@ -75,8 +84,7 @@ bool vgpu_parse_size(const char *s, uint64_t *out)
     } else if (*p == 'b' || *p == 'B') {
         p++;
     }
-    p = skip_blanks(p);
-    if (*p != '\0')
+    if (!at_end(p))
         return false;
     if (shift != 0 && v > (UINT64_MAX >> shift))
         return false;
@@ -87,17 +95,13 @@ bool vgpu_parse_size(const char *s, uint64_t *out)
 /* Blanks, decimal digits, an optional '%' when allowed, blanks, and nothing else. */
 static bool parse_whole(const char *s, bool percent_sign, uint64_t *out)
 {
-    if (s == NULL)
-        return false;
-    const char *p = skip_blanks(s);
     uint64_t v;
-    p = parse_digits(p, &v);
+    const char *p = leading_number(s, &v);
     if (p == NULL)
         return false;
     if (percent_sign && *p == '%')
         p++;
-    p = skip_blanks(p);
-    if (*p != '\0')
+    if (!at_end(p))
         return false;
     *out = v;
     return true;
