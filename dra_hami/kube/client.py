@@ -99,7 +99,19 @@ def transport_error(err: BaseException) -> ApiError:
     return ApiError(0, detail, reason)
 
 
-class KubeApi(Protocol):
+class ListWatchApi(Protocol):
+    """The two calls a reflector makes (RawKubeApi has them; tests pass in-memory fakes raising ApiError only)."""
+
+    def list_objects(
+        self, path: str, query: dict[str, str] | None = None, first_page_only: bool = False
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    def watch(
+        self, path: str, resource_version: str, timeout_seconds: int, query: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]: ...
+
+
+class KubeApi(ListWatchApi, Protocol):
     """The calls the node side makes; implemented by RawKubeApi and by in-memory fakes in tests."""
 
     def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]: ...
@@ -113,14 +125,6 @@ class KubeApi(Protocol):
     def update_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
     def delete_resource_slice(self, name: str) -> None: ...
-
-    def list_objects(
-        self, path: str, query: dict[str, str] | None = None, first_page_only: bool = False
-    ) -> tuple[list[dict[str, Any]], str]: ...
-
-    def watch(
-        self, path: str, resource_version: str, timeout_seconds: int, query: dict[str, str] | None = None
-    ) -> Iterator[dict[str, Any]]: ...
 
 
 @dataclass

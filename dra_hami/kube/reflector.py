@@ -21,29 +21,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dra_hami.kube import objects as k8s
-from dra_hami.kube.client import ApiError
+from dra_hami.kube.client import ApiError, ListWatchApi
 
 log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT = 300  # seconds a watch asks the server to keep the stream open
 MIN_HEALTHY_STREAM = 1.0  # a stream that ends sooner than this without an event is a failure, not a timeout
-
-
-class ListWatchApi(Protocol):
-    """The two calls a reflector makes (RawKubeApi has them; tests pass in-memory fakes raising ApiError only)."""
-
-    def list_objects(
-        self, path: str, query: dict[str, str] | None = None, first_page_only: bool = False
-    ) -> tuple[list[dict[str, Any]], str]: ...
-
-    def watch(
-        self, path: str, resource_version: str, timeout_seconds: int, query: dict[str, str] | None = None
-    ) -> Iterator[dict[str, Any]]: ...
 
 
 class Handler(Protocol):
