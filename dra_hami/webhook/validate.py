@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dra_hami.api.vgpu_config import ConfigError, VGpuConfig, parse_vgpu_config
@@ -18,19 +18,31 @@ def claim_spec_of(kind: str, obj: Mapping[str, Any]) -> tuple[Mapping[str, Any],
     return (obj.get("spec") or {}), "spec"
 
 
-def config_problems(kind: str, obj: Mapping[str, Any], driver: str) -> list[str]:
-    """One message per invalid opaque config of ``driver``, each naming the field and the fix."""
-    spec, base = claim_spec_of(kind, obj)
-    problems = []
-    for i, entry in enumerate((spec.get("devices") or {}).get("config") or []):
+def _driver_configs(
+    devices: Mapping[str, Any], base: str, driver: str
+) -> Iterator[tuple[Mapping[str, Any], str, VGpuConfig | ConfigError]]:
+    """(entry, its parameters' field path, the parsed VGpuConfig or why it does not parse) per opaque config
+    entry of ``driver`` in a claim spec's ``devices``."""
+    for i, entry in enumerate(devices.get("config") or []):
         opaque = (entry or {}).get("opaque") or {}
         if opaque.get("driver") != driver:
             continue
         where = f"{base}.devices.config[{i}].opaque.parameters"
+        parsed: VGpuConfig | ConfigError
         try:
-            config = parse_vgpu_config(opaque.get("parameters"), where)
+            parsed = parse_vgpu_config(opaque.get("parameters"), where)
         except ConfigError as err:
-            problems.append(str(err))
+            parsed = err
+        yield entry, where, parsed
+
+
+def config_problems(kind: str, obj: Mapping[str, Any], driver: str) -> list[str]:
+    """One message per invalid opaque config of ``driver``, each naming the field and the fix."""
+    spec, base = claim_spec_of(kind, obj)
+    problems = []
+    for _, where, config in _driver_configs(spec.get("devices") or {}, base, driver):
+        if isinstance(config, ConfigError):
+            problems.append(str(config))
             continue
         if config.pinned:
             problems.append(f"{where}.pinned: only a DeviceClass's config may pin fields")
@@ -74,14 +86,8 @@ def pinned_problems(
     devices = spec.get("devices") or {}
     request_classes = _request_classes(devices)
     problems: list[str] = []
-    for i, entry in enumerate(devices.get("config") or []):
-        opaque = (entry or {}).get("opaque") or {}
-        if opaque.get("driver") != driver:
-            continue
-        where = f"{base}.devices.config[{i}].opaque.parameters"
-        try:
-            config = parse_vgpu_config(opaque.get("parameters"), where)
-        except ConfigError:
+    for entry, where, config in _driver_configs(devices, base, driver):
+        if isinstance(config, ConfigError):
             continue  # config_problems reports it
         for target in entry.get("requests") or sorted(request_classes):
             for class_name in sorted(request_classes.get(target, ())):
