@@ -30,6 +30,7 @@ from dra_hami.kubeletapi import (
     pluginregistration_pb2,
     pluginregistration_pb2_grpc,
 )
+from dra_hami.plugin import sockets
 
 DRIVER = wire.DEFAULT_DRIVER_NAME
 
@@ -75,11 +76,11 @@ class PluginProcess:
 
     @property
     def dra_socket(self) -> Path:
-        return self.plugin_dir / "dra.sock"
+        return sockets.dra_socket(self.plugin_dir)
 
     @property
     def registration_socket(self) -> Path:
-        return self.registry_dir / f"{self.driver_name}-reg.sock"
+        return sockets.registration_socket(self.registry_dir, self.driver_name)
 
     @property
     def log_path(self) -> Path:

@@ -17,6 +17,7 @@ from dra_hami.health.nvml import DEFAULT_IGNORED_XIDS
 from dra_hami.health.service import HealthService
 from dra_hami.kube.client import ApiError, KubeApi, RawKubeApi
 from dra_hami.kube.reflector import Backoff
+from dra_hami.plugin import sockets
 from dra_hami.plugin.cdi_spec import CdiSettings, Injection
 from dra_hami.plugin.checkpoint import Checkpoint, read_boot_id
 from dra_hami.plugin.claim_dirs import DEFAULT_SIZE, ClaimDirs, Storage
@@ -61,11 +62,11 @@ class PluginOptions:
 
     @property
     def dra_socket(self) -> Path:
-        return self.plugin_dir / "dra.sock"
+        return sockets.dra_socket(self.plugin_dir)
 
     @property
     def registration_socket(self) -> Path:
-        return self.registry_dir / f"{self.driver_name}-reg.sock"
+        return sockets.registration_socket(self.registry_dir, self.driver_name)
 
 
 def run(options: PluginOptions, stop: threading.Event | None = None) -> None:
