@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from typing import Any
 
@@ -23,16 +24,16 @@ def natural_key(name: str) -> tuple[int | str, ...]:
     return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
 
 
-class NodePolicy:
+class NodePolicy(ABC):
     """Which node to try first. ``ClusterState.in_policy_order`` keeps the nodes sorted by ``order_key``
     incrementally (per policy name), so the key must depend only on the node's name and mean GPU utilisation.
     """
 
     name: str = ""
 
+    @abstractmethod
     def order_key(self, node_name: str, utilisation: float) -> SortKey:
         """Lower sorts first; the key ends with the node name, the deterministic tie-break."""
-        raise NotImplementedError
 
 
 class BinpackNodes(NodePolicy):

@@ -18,6 +18,7 @@ it applies to one pod (a variant, or an object holding per-pod state).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,7 +43,7 @@ class PodSearch:
     several_devices: bool  # the pod's pending requests take more than one device in all
 
 
-class GpuPolicy:
+class GpuPolicy(ABC):
     name: str = ""
     solutions_per_group: int = 1
 
@@ -54,8 +55,9 @@ class GpuPolicy:
         """Outcomes are cached per request signature and this key: variants that search differently differ."""
         return self.name
 
+    @abstractmethod
     def device_order_key(self, device: Device, utilisation: float) -> SortKey:
-        raise NotImplementedError
+        """Lower is tried first within a node; every policy orders devices its own way."""
 
     def device_groups(self, devices: Sequence[Device]) -> Sequence[frozenset[DeviceKey] | None]:
         """Device subsets to search, in order (None: all devices)."""
@@ -65,7 +67,7 @@ class GpuPolicy:
         """Devices used alike, given the same amounts, make the same set."""
         return tuple((state.gpu_state(p.device), state.utilisation(p.device), _frozen(p.amounts)) for p in solution)
 
-    def describe(
+    def describe(  # noqa: B027 - an optional hook: greedy policies need nothing from it
         self, state: ClusterState, devices: Sequence[Device], kept: Sequence[Solution], outcome: Outcome
     ) -> None:
         """Fill in what ``node_score`` needs of a node shape (outcome.score/best/memo); nothing for greedy."""
