@@ -14,7 +14,7 @@ from controller_factories import NS, allocation_on, claim, pod, settings, view
 from controller_store import StoreApi
 
 from dra_hami.controller.leader import NotLeader
-from dra_hami.controller.pipeline import WritePipeline
+from dra_hami.controller.pipeline import InlinePipeline, WritePipeline
 from dra_hami.controller.reconciler import Reconciler
 from dra_hami.controller.view import CLAIMS
 from dra_hami.kube.client import ApiError
@@ -42,12 +42,7 @@ class ManualPipeline:
     def run(self, order: list[int] | None = None) -> None:
         jobs, self.jobs = self.jobs, []
         for i in order if order is not None else range(len(jobs)):
-            job, done = jobs[i]
-            try:
-                outcome = job()
-            except BaseException as err:
-                outcome = err
-            done(outcome)
+            InlinePipeline().submit(*jobs[i])  # the same run-and-report as the unpipelined loop's
 
     def close(self) -> None:
         return None
