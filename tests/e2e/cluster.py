@@ -216,10 +216,11 @@ class Kube:
         self.server = server
         self.ctx = ssl.create_default_context(cafile=str(ca))
         self.ctx.load_cert_chain(str(client.cert), str(client.key))
+        self.headers: dict[str, str] = {}  # extra request headers (a bearer token: e2e_tokens.TokenKube)
 
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.server + path, data=data, method=method)
+        req = urllib.request.Request(self.server + path, data=data, method=method, headers=self.headers)
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", content_type)

@@ -8,13 +8,10 @@ token is used.
 
 from __future__ import annotations
 
-import json
 import ssl
-import urllib.error
-import urllib.request
 from typing import Any
 
-from cluster import ApiError, Cluster, Kube, wait_for
+from cluster import Cluster, Kube, wait_for
 from e2e_objects import busybox_pod
 
 
@@ -48,18 +45,4 @@ class TokenKube(Kube):
     def __init__(self, cluster: Cluster, bearer: str) -> None:
         self.server = cluster.server
         self.ctx = ssl.create_default_context(cafile=str(cluster.pki.ca.cert))
-        self.bearer = bearer
-
-    def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        req.add_header("Authorization", f"Bearer {self.bearer}")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, context=self.ctx, timeout=30) as resp:
-                raw = resp.read().decode()
-        except urllib.error.HTTPError as err:
-            raise ApiError(err.code, method, path, err.read().decode(errors="replace")) from None
-        return json.loads(raw) if raw else None
+        self.headers = {"Authorization": f"Bearer {bearer}"}
