@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -24,43 +25,35 @@ def fail(label: str, path: str, message: str) -> ParseError:
 
 
 # Parsed quantity texts: the controller parses every claim on every event about it, and the same few texts
-# ("8Gi", "10") recur; the exact parser costs about 10 us each. Only successful parses are kept.
-_CACHE_LIMIT = 4096
-_quantities: dict[str, int] = {}
-_milli_quantities: dict[str, int] = {}
+# ("8Gi", "10") recur; the exact parser costs about 10 us each. lru_cache keeps only successful parses.
+@functools.lru_cache(maxsize=4096)
+def _ceil_int_text(text: str) -> int:
+    return ceil_int(text, "quantity")
 
 
-def _remember(cache: dict[str, int], text: str, value: int) -> int:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[text] = value
-    return value
+@functools.lru_cache(maxsize=4096)
+def _ceil_milli_text(text: str) -> int:
+    return ceil_milli(text, "quantity")
 
 
 def quantity(value: Any, label: str, path: str) -> int:
     """A quantity as an exact integer (bytes, cores, shares); fractions round up like Quantity.Value()."""
-    if isinstance(value, str) and (known := _quantities.get(value)) is not None:
-        return known
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise fail(label, path, f"{json.dumps(value)} is not a quantity")
     try:
-        parsed = ceil_int(value, "quantity")
+        return _ceil_int_text(value) if isinstance(value, str) else ceil_int(value, "quantity")
     except QuantityError as err:
         raise fail(label, path, _reason(err)) from None
-    return _remember(_quantities, value, parsed) if isinstance(value, str) else parsed
 
 
 def milli_quantity(value: Any, label: str, path: str) -> int:
     """A quantity in thousandths (cpu), rounded up like Quantity.MilliValue()."""
-    if isinstance(value, str) and (known := _milli_quantities.get(value)) is not None:
-        return known
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise fail(label, path, f"{json.dumps(value)} is not a quantity")
     try:
-        parsed = ceil_milli(value, "quantity")
+        return _ceil_milli_text(value) if isinstance(value, str) else ceil_milli(value, "quantity")
     except QuantityError as err:
         raise fail(label, path, _reason(err)) from None
-    return _remember(_milli_quantities, value, parsed) if isinstance(value, str) else parsed
 
 
 def _reason(err: QuantityError) -> str:

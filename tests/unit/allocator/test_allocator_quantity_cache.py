@@ -17,9 +17,19 @@ def test_remembered_values_equal_fresh_parses_and_errors_name_each_field() -> No
             parsing.quantity("8Gx", label, "spec.x")
 
 
-def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parsing, "_CACHE_LIMIT", 3)
-    monkeypatch.setattr(parsing, "_quantities", {})
-    for i in range(10):
+def test_the_memo_is_bounded() -> None:
+    memo = parsing._ceil_int_text
+    memo.cache_clear()
+    limit = memo.cache_info().maxsize
+    assert limit == 4096
+    for i in range(limit + 10):
         assert parsing.quantity(f"{i}Ki", "Claim a", "x") == i * 1024
-        assert len(parsing._quantities) <= 3
+        assert memo.cache_info().currsize <= limit
+
+
+def test_errors_are_never_remembered() -> None:
+    memo = parsing._ceil_int_text
+    memo.cache_clear()
+    with pytest.raises(ParseError):
+        parsing.quantity("8Gx", "Claim a", "x")
+    assert memo.cache_info().currsize == 0
